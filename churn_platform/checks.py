@@ -1,0 +1,214 @@
+"""Asset checks: counted with SQL inside DuckDB, reported with numbers and a few source_rows.
+
+Metadata never carries a customer id: offending rows are named by `source_row`, which leads back
+to the raw row in staging for whoever may read staging.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from churn_platform.assets import ANALYTICS, METRICS, REJECTED, STAGING
+from churn_platform.fields import (
+    ANALYTICS_TABLE,
+    ID_FIELD,
+    METRICS_TABLE,
+    MONTHLY_CHARGES_BANDS,
+    REJECTED_TABLE,
+    STAGING_TABLE,
+    TENURE_BANDS,
+    TYPED_FIELDS,
+)
+from churn_platform.warehouse import WarehouseResource, quote_ident, quote_literal
+
+SAMPLE_ROWS = 5
+DRIFT_STDDEVS = 2.0
+DRIFT_MIN_HISTORY = 3
+
+
+def _in_set(column: str, values) -> str:
+    return f"{column} IN ({', '.join(quote_literal(v) for v in values)})"
+
+
+def _violations(conn, table: str, rules: dict[str, str]) -> tuple[bool, dict]:
+    """Count the rows breaking each rule (a SQL condition) and name a few of them."""
+    counts = conn.execute(
+        "SELECT " + ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in rules.values())
+        + f" FROM {table}"
+    ).fetchone()
+    metadata = {}
+    for (name, rule), count in zip(rules.items(), counts):
+        if count:
+            rows = conn.execute(
+                f"SELECT source_row FROM {table} WHERE {rule} ORDER BY source_row LIMIT {SAMPLE_ROWS}"
+            ).fetchall()
+            metadata[f"{name}: rows"] = count
+            metadata[f"{name}: first source_rows"] = ", ".join(str(r[0]) for r in rows)
+    return not metadata, metadata or {"violations": 0}
+
+
+@dg.asset_check(
+    asset=ANALYTICS,
+    additional_deps=[STAGING, REJECTED],
+    blocking=True,
+    description="Every staging row is in analytics or in rejected_rows, exactly once.",
+)
+def row_count_parity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        staging, analytics, rejected = conn.execute(
+            f"SELECT (SELECT count(*) FROM {STAGING_TABLE}), (SELECT count(*) FROM {ANALYTICS_TABLE}),"
+            f" (SELECT count(*) FROM {REJECTED_TABLE})"
+        ).fetchone()
+        unaccounted = conn.execute(
+            f"SELECT source_row FROM {STAGING_TABLE} EXCEPT"
+            f" (SELECT source_row FROM {ANALYTICS_TABLE} UNION SELECT source_row FROM {REJECTED_TABLE})"
+            f" ORDER BY source_row LIMIT {SAMPLE_ROWS}"
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=staging == analytics + rejected and not unaccounted,
+        metadata={
+            "staging_rows": staging,
+            "analytics_rows": analytics,
+            "rejected_rows": rejected,
+            "difference": staging - analytics - rejected,
+            "unaccounted source_rows": ", ".join(str(r[0]) for r in unaccounted) or "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=ANALYTICS,
+    additional_deps=[STAGING],
+    description="Every row has a pseudonym, and no pseudonym stands for two different customers.",
+)
+def pseudonyms_unique_and_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    customer_id = f"trim(s.{quote_ident(ID_FIELD.source_column)})"
+    with warehouse.get_connection() as conn:
+        missing, collisions = conn.execute(
+            f"""
+            SELECT (SELECT count(*) FROM {ANALYTICS_TABLE} WHERE anonymized_customer_id IS NULL),
+                   (SELECT count(*) FROM (
+                        SELECT a.anonymized_customer_id
+                        FROM {ANALYTICS_TABLE} a JOIN {STAGING_TABLE} s USING (source_row)
+                        GROUP BY 1 HAVING count(DISTINCT {customer_id}) > 1))
+            """
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=missing == 0 and collisions == 0,
+        metadata={"missing pseudonyms": missing, "pseudonyms shared by customers": collisions},
+    )
+
+
+@dg.asset_check(asset=ANALYTICS, description="No NULL is left in any cleaned or derived column.")
+def no_nulls_in_cleaned_columns(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        columns = [
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'analytics' AND table_name = 'customer_churn'"
+            ).fetchall()
+        ]
+        passed, metadata = _violations(
+            conn, ANALYTICS_TABLE, {c: f"{quote_ident(c)} IS NULL" for c in columns}
+        )
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+@dg.asset_check(asset=ANALYTICS, description="Categories and bands hold only accepted values.")
+def categories_accepted(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    rules = {
+        f.name: f"NOT {_in_set(f.name, f.categories)}" for f in TYPED_FIELDS if f.categories
+    }
+    rules["tenure_category"] = f"NOT {_in_set('tenure_category', [b for b, _ in TENURE_BANDS])}"
+    rules["monthly_charges_category"] = (
+        f"NOT {_in_set('monthly_charges_category', [b for b, _ in MONTHLY_CHARGES_BANDS])}"
+    )
+    rules["churn_flag"] = "churn_flag <> (churn = 'Yes')::INTEGER"
+    with warehouse.get_connection() as conn:
+        passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+@dg.asset_check(asset=ANALYTICS, description="Numbers within their ranges (age, tenure, charges).")
+def numeric_ranges(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    rules = {}
+    for f in TYPED_FIELDS:
+        bounds = [f"{f.name} < {f.min_value}"] if f.min_value is not None else []
+        bounds += [f"{f.name} > {f.max_value}"] if f.max_value is not None else []
+        if bounds:
+            rules[f.name] = " OR ".join(bounds)
+    with warehouse.get_connection() as conn:
+        passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
+        ranges = conn.execute(
+            "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {ANALYTICS_TABLE}"
+        ).fetchone()
+    for i, column in enumerate(rules):
+        metadata[f"{column}: observed range"] = f"{ranges[2 * i]} .. {ranges[2 * i + 1]}"
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+@dg.asset_check(asset=REJECTED, description="Every rejected row names its column and reason, once.")
+def rejections_explained(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        unexplained, repeated = conn.execute(
+            f"SELECT count(*) FILTER (WHERE column_name IS NULL OR reason IS NULL),"
+            f" count(*) - count(DISTINCT source_row) FROM {REJECTED_TABLE}"
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=unexplained == 0 and repeated == 0,
+        metadata={"rows without reason": unexplained, "source_rows rejected twice": repeated},
+    )
+
+
+@dg.asset_check(
+    asset=METRICS,
+    description=(
+        f"Churn rate within {DRIFT_STDDEVS:g} standard deviations of the earlier snapshots"
+        " (the original pipeline's alert rule); warns, never blocks."
+    ),
+)
+def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        current, mean, stddev, history = conn.execute(
+            f"""
+            WITH ordered AS (
+                SELECT churn_rate_percent, row_number() OVER (ORDER BY snapshot_at DESC) AS age
+                FROM {METRICS_TABLE})
+            SELECT any_value(churn_rate_percent) FILTER (WHERE age = 1),
+                   avg(churn_rate_percent) FILTER (WHERE age > 1),
+                   stddev_samp(churn_rate_percent) FILTER (WHERE age > 1),
+                   count(*) FILTER (WHERE age > 1)
+            FROM ordered
+            """
+        ).fetchone()
+    metadata = {"churn_rate_percent": current, "earlier snapshots": history}
+    if history < DRIFT_MIN_HISTORY or current is None:
+        metadata["note"] = f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots: nothing to compare"
+        return dg.AssetCheckResult(passed=True, metadata=metadata)
+    deviation = abs(current - mean)
+    metadata.update({"historical mean": round(mean, 2), "historical stddev": round(stddev, 2)})
+    return dg.AssetCheckResult(
+        passed=deviation <= DRIFT_STDDEVS * stddev,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+    )
+
+
+# Freshness: the hourly schedule should refresh these; a quarter hour of grace before it fails.
+freshness_checks = dg.build_last_update_freshness_checks(
+    assets=[ANALYTICS, METRICS], lower_bound_delta=timedelta(hours=1, minutes=15)
+)
+freshness_sensor = dg.build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
+)
+
+ELT_CHECKS = [
+    row_count_parity,
+    pseudonyms_unique_and_present,
+    no_nulls_in_cleaned_columns,
+    categories_accepted,
+    numeric_ranges,
+    rejections_explained,
+    churn_rate_drift,
+]

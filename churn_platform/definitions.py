@@ -1,0 +1,17 @@
+"""The code location: every asset, check, job, schedule and sensor, and the resources they use."""
+
+import dagster as dg
+
+from churn_platform.assets import ELT_ASSETS
+from churn_platform.checks import ELT_CHECKS, freshness_checks, freshness_sensor
+from churn_platform.jobs import churn_elt_job, hourly_churn_schedule
+from churn_platform.resources import build_resources
+
+defs = dg.Definitions(
+    assets=ELT_ASSETS,
+    asset_checks=[*ELT_CHECKS, *freshness_checks],
+    jobs=[churn_elt_job],
+    schedules=[hourly_churn_schedule],
+    sensors=[freshness_sensor],
+    resources=build_resources(),
+)

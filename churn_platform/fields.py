@@ -1,0 +1,52 @@
+"""The canonical churn fields: their source column, type, accepted values and imputation rule.
+
+Everything downstream (typing SQL, checks, metrics) is generated from this one table, so a rule
+is stated once.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # snake_case column in analytics
+    source_column: str  # header in the source CSV
+    kind: str  # "id" | "integer" | "decimal" | "category"
+    impute: str | float | int | None = None  # constant, "median", "mean"; None: never missing
+    categories: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("customer_id", "CustomerID", "id"),
+    Field("age", "Age", "integer", impute="median", min_value=0, max_value=130),
+    Field("gender", "Gender", "category", impute="Unknown",
+          categories=("Female", "Male", "Other", "Unknown")),
+    Field("tenure", "Tenure", "integer", impute=0, min_value=0, max_value=1200),
+    Field("monthly_charges", "MonthlyCharges", "decimal", impute="mean", min_value=0),
+    Field("contract_type", "ContractType", "category", impute="Month-to-Month",
+          categories=("Month-to-Month", "One-Year", "Two-Year")),
+    Field("internet_service", "InternetService", "category", impute="None",
+          categories=("DSL", "Fiber Optic", "None")),
+    Field("total_charges", "TotalCharges", "decimal", impute=0.0, min_value=0),
+    Field("tech_support", "TechSupport", "category", impute="No", categories=("Yes", "No")),
+    Field("churn", "Churn", "category", impute="No", categories=("Yes", "No")),
+)
+
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+SOURCE_COLUMNS = tuple(f.source_column for f in FIELDS)
+ID_FIELD = FIELDS_BY_NAME["customer_id"]
+TYPED_FIELDS = tuple(f for f in FIELDS if f.kind != "id")
+
+# Bands: upper bounds are inclusive and zero falls in the lowest band.
+TENURE_BANDS = (("New", 12), ("Medium", 36), ("Long", None))
+MONTHLY_CHARGES_BANDS = (("Low", 50), ("Medium", 100), ("High", None))
+
+SEGMENT_DIMENSIONS = ("contract_type", "tenure_category", "monthly_charges_category")
+
+STAGING_TABLE = "staging.customer_churn"
+ANALYTICS_TABLE = "analytics.customer_churn"
+REJECTED_TABLE = "analytics.rejected_rows"
+METRICS_TABLE = "analytics.data_quality_metrics"
+SEGMENT_TABLE = "analytics.churn_by_segment"

@@ -1,0 +1,33 @@
+"""Resources: the warehouse (one DuckDB file, one IO manager) and the run's source settings."""
+
+import os
+
+import dagster as dg
+
+from churn_platform import settings
+from churn_platform.warehouse import WarehouseIOManager, WarehouseResource
+
+
+class ChurnSource(dg.ConfigurableResource):
+    """Which CSV to load, and which environment variable holds the pseudonymization key.
+
+    The key itself is read at run time and never becomes config, so it never shows in the UI.
+    """
+
+    csv_path: str
+    pseudonymization_key_env: str = settings.PSEUDONYMIZATION_KEY_ENV
+
+    def pseudonymization_key(self) -> bytes | None:
+        key = os.environ.get(self.pseudonymization_key_env)
+        return key.encode() if key else None
+
+
+def build_resources(duckdb_path: str | None = None, source_csv: str | None = None) -> dict:
+    """The resource set; arguments override the environment (tests point at temporary files)."""
+    database = duckdb_path or settings.duckdb_path()
+    config = settings.duckdb_config()
+    return {
+        "io_manager": WarehouseIOManager(database=database, connection_config=config),
+        "warehouse": WarehouseResource(database=database, connection_config=config),
+        "churn_source": ChurnSource(csv_path=source_csv or settings.source_csv()),
+    }

@@ -1,0 +1,33 @@
+"""Where the platform reads its configuration: environment variables, each with a documented default."""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CSV = PROJECT_ROOT / "data" / "customer_churn_data.csv"
+DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "churn_warehouse.duckdb"
+
+# The key's *name*, never its value, is what the code passes around.
+PSEUDONYMIZATION_KEY_ENV = "CHURN_PSEUDONYMIZATION_KEY"
+
+
+def source_csv() -> str:
+    return os.environ.get("CHURN_SOURCE_CSV") or str(SAMPLE_CSV)
+
+
+def duckdb_path() -> str:
+    return os.environ.get("CHURN_DUCKDB_PATH") or str(DEFAULT_DUCKDB_PATH)
+
+
+def duckdb_config() -> dict[str, str]:
+    """DuckDB settings for every connection; identical everywhere, as DuckDB requires per process."""
+    config = {}
+    if memory_limit := os.environ.get("CHURN_DUCKDB_MEMORY_LIMIT"):
+        config["memory_limit"] = memory_limit
+    if threads := os.environ.get("CHURN_DUCKDB_THREADS"):
+        config["threads"] = threads
+    return config
+
+
+def duckdb_lock_timeout_seconds() -> float:
+    return float(os.environ.get("CHURN_DUCKDB_LOCK_TIMEOUT", "60"))
