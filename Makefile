@@ -1,0 +1,23 @@
+# Two commands run everything on a fresh machine (Python 3.11, make, git):
+#   make run    set up, then the Dagster UI with the sample data on http://127.0.0.1:3000
+#   make test   set up, then the whole test suite with coverage
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: setup run test
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: setup
+	$(PY) -m pytest

@@ -1,0 +1,53 @@
+"""Shared fixtures: real CSV files, a real DuckDB file per test, real Dagster runs."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from churn_platform.assets import ELT_ASSETS
+from churn_platform.checks import ELT_CHECKS
+from churn_platform.resources import build_resources
+from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
+
+REAL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "customer_churn_data.csv"
+
+
+@pytest.fixture
+def sample_csv() -> Path:
+    return SAMPLE_CSV
+
+
+@pytest.fixture
+def real_csv() -> Path:
+    assert REAL_CSV.exists(), f"the shared dataset is expected at {REAL_CSV}"
+    return REAL_CSV
+
+
+@pytest.fixture
+def warehouse(tmp_path) -> Path:
+    return tmp_path / "warehouse.duckdb"
+
+
+def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_error=True):
+    """Materialize the ELT assets and their checks in-process, as the job would."""
+    return dg.materialize(
+        [*ELT_ASSETS, *ELT_CHECKS],
+        resources=build_resources(str(database), str(csv)),
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
+
+
+def query(database: Path | str, sql: str, params=None) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, newline="")
+    return path
+
+
+HEADER = "CustomerID,Age,Gender,Tenure,MonthlyCharges,ContractType,InternetService,TotalCharges,TechSupport,Churn"
