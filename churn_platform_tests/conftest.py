@@ -11,6 +11,8 @@ from churn_platform.checks import ELT_CHECKS
 from churn_platform.resources import build_resources
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
 
+pytest_plugins = ["churn_platform_tests.postgres"]
+
 REAL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "customer_churn_data.csv"
 
 
