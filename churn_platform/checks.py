@@ -19,6 +19,7 @@ from churn_platform.fields import (
     TENURE_BANDS,
     TYPED_FIELDS,
 )
+from churn_platform.transform import cell
 from churn_platform.warehouse import WarehouseResource, quote_ident, quote_literal
 
 SAMPLE_ROWS = 5
@@ -82,7 +83,7 @@ def row_count_parity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     description="Every row has a pseudonym, and no pseudonym stands for two different customers.",
 )
 def pseudonyms_unique_and_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    customer_id = f"trim(s.{quote_ident(ID_FIELD.source_column)})"
+    customer_id = cell(ID_FIELD)  # only staging has it: unambiguous in the join
     with warehouse.get_connection() as conn:
         missing, collisions = conn.execute(
             f"""

@@ -24,16 +24,16 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
 
 def pseudonym(customer_id: str, key: bytes) -> str:
     """The keyed pseudonym computed in Python: the reference the SQL is tested against."""
-    return str(uuid.UUID(hmac.new(key, customer_id.strip().encode(), hashlib.sha256).hexdigest()[:32]))
+    return str(uuid.UUID(hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:32]))
 
 
 def pseudonym_sql(id_expr: str, key: bytes | None) -> tuple[str, dict[str, bytes]]:
-    """A SQL expression giving the pseudonym of `id_expr`, and the parameters it binds."""
+    """A SQL expression giving the pseudonym of `id_expr` (already trimmed), and its parameters."""
     if not key:
         return "uuid()", {}
     inner, outer = hmac_pads(key)
     digest = (
-        f"sha256($hmac_outer::BLOB || unhex(sha256($hmac_inner::BLOB || encode(trim({id_expr})))))"
+        f"sha256($hmac_outer::BLOB || unhex(sha256($hmac_inner::BLOB || encode({id_expr}))))"
     )
     # The first 128 bits as a UUID, so both modes give the same column type.
     return f"({digest}[1:32])::UUID", {"hmac_inner": inner, "hmac_outer": outer}

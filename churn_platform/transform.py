@@ -21,8 +21,8 @@ MAX_OFFENDING_VALUE_CHARS = 200
 
 
 def cell(field: Field) -> str:
-    """The trimmed source text of a field; NULL when the cell is empty or blank."""
-    return f"nullif(trim({quote_ident(field.source_column)}), '')"
+    """The trimmed source text of a field; NULL when the cell is empty or only whitespace."""
+    return f"nullif(trim({quote_ident(field.source_column)}, E' \\t\\r\\n'), '')"
 
 
 def is_missing(field: Field) -> str:
