@@ -27,8 +27,9 @@ DRIFT_STDDEVS = 2.0
 DRIFT_MIN_HISTORY = 3
 
 
-def _in_set(column: str, values) -> str:
-    return f"{column} IN ({', '.join(quote_literal(v) for v in values)})"
+def _outside(column: str, values) -> str:
+    """True when the column is NULL or not one of the values (NULL is outside too)."""
+    return f"({column} IS NULL OR {column} NOT IN ({', '.join(quote_literal(v) for v in values)}))"
 
 
 def _violations(conn, table: str, rules: dict[str, str]) -> tuple[bool, dict]:
@@ -118,14 +119,12 @@ def no_nulls_in_cleaned_columns(warehouse: WarehouseResource) -> dg.AssetCheckRe
 
 @dg.asset_check(asset=ANALYTICS, description="Categories and bands hold only accepted values.")
 def categories_accepted(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    rules = {
-        f.name: f"NOT {_in_set(f.name, f.categories)}" for f in TYPED_FIELDS if f.categories
-    }
-    rules["tenure_category"] = f"NOT {_in_set('tenure_category', [b for b, _ in TENURE_BANDS])}"
-    rules["monthly_charges_category"] = (
-        f"NOT {_in_set('monthly_charges_category', [b for b, _ in MONTHLY_CHARGES_BANDS])}"
+    rules = {f.name: _outside(f.name, f.categories) for f in TYPED_FIELDS if f.categories}
+    rules["tenure_category"] = _outside("tenure_category", [b for b, _ in TENURE_BANDS])
+    rules["monthly_charges_category"] = _outside(
+        "monthly_charges_category", [b for b, _ in MONTHLY_CHARGES_BANDS]
     )
-    rules["churn_flag"] = "churn_flag <> (churn = 'Yes')::INTEGER"
+    rules["churn_flag"] = "churn_flag IS DISTINCT FROM (churn = 'Yes')::INTEGER"
     with warehouse.get_connection() as conn:
         passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
     return dg.AssetCheckResult(passed=passed, metadata=metadata)

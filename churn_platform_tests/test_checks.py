@@ -1,0 +1,145 @@
+"""Each asset check fails on the damage it exists to catch, and says where (source_row, counts)."""
+
+import duckdb
+import pytest
+
+from churn_platform import checks
+from churn_platform.fields import METRICS_TABLE
+from churn_platform.warehouse import WarehouseResource
+
+from churn_platform_tests.conftest import run_elt
+
+
+@pytest.fixture
+def built(sample_csv, warehouse):
+    """A warehouse after one good run, and the resource the checks read it with."""
+    assert run_elt(sample_csv, warehouse).success
+    return warehouse, WarehouseResource(database=str(warehouse))
+
+
+def damage(database, *statements):
+    with duckdb.connect(str(database)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def first_row(database):
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute("SELECT min(source_row) FROM analytics.customer_churn").fetchone()[0]
+
+
+def test_every_check_passes_on_a_good_run(built):
+    _, resource = built
+    for check in checks.ELT_CHECKS:
+        assert check(warehouse=resource).passed, check.__name__
+
+
+def test_no_nulls_names_the_column_and_the_rows(built):
+    database, resource = built
+    row = first_row(database)
+    damage(database, f"UPDATE analytics.customer_churn SET age = NULL WHERE source_row = {row}")
+    result = checks.no_nulls_in_cleaned_columns(warehouse=resource)
+    assert not result.passed
+    assert result.metadata["age: rows"].value == 1
+    assert result.metadata["age: first source_rows"].value == str(row)
+
+
+def test_categories_catch_an_unknown_value_a_wrong_band_and_a_wrong_flag(built):
+    database, resource = built
+    damage(
+        database,
+        "UPDATE analytics.customer_churn SET contract_type = 'Weekly' WHERE source_row IN"
+        " (SELECT source_row FROM analytics.customer_churn ORDER BY source_row LIMIT 2)",
+        "UPDATE analytics.customer_churn SET tenure_category = NULL WHERE tenure = 0",
+        "UPDATE analytics.customer_churn SET churn_flag = 1 - churn_flag WHERE source_row ="
+        " (SELECT max(source_row) FROM analytics.customer_churn)",
+    )
+    result = checks.categories_accepted(warehouse=resource)
+    assert not result.passed
+    assert result.metadata["contract_type: rows"].value == 2
+    assert "tenure_category: rows" in result.metadata
+    assert result.metadata["churn_flag: rows"].value == 1
+
+
+def test_numeric_ranges_catch_a_negative_tenure(built):
+    database, resource = built
+    row = first_row(database)
+    damage(database, f"UPDATE analytics.customer_churn SET tenure = -5 WHERE source_row = {row}")
+    result = checks.numeric_ranges(warehouse=resource)
+    assert not result.passed
+    assert result.metadata["tenure: first source_rows"].value == str(row)
+    assert result.metadata["tenure: observed range"].value.startswith("-5 ..")
+
+
+def test_pseudonyms_catch_missing_and_shared_ones(built):
+    database, resource = built
+    damage(
+        database,
+        "UPDATE analytics.customer_churn SET anonymized_customer_id = NULL WHERE source_row ="
+        " (SELECT min(source_row) FROM analytics.customer_churn)",
+        "UPDATE analytics.customer_churn SET anonymized_customer_id ="
+        " '00000000-0000-0000-0000-000000000001' WHERE source_row IN (SELECT source_row FROM"
+        " analytics.customer_churn ORDER BY source_row LIMIT 3 OFFSET 1)",
+    )
+    result = checks.pseudonyms_unique_and_present(warehouse=resource)
+    assert not result.passed
+    assert result.metadata["missing pseudonyms"].value == 1
+    assert result.metadata["pseudonyms shared by customers"].value == 1
+
+
+def test_parity_names_the_unaccounted_rows(built):
+    database, resource = built
+    row = first_row(database)
+    damage(database, f"DELETE FROM analytics.customer_churn WHERE source_row = {row}")
+    result = checks.row_count_parity(warehouse=resource)
+    assert not result.passed
+    assert result.metadata["difference"].value == 1
+    assert result.metadata["unaccounted source_rows"].value == str(row)
+
+
+def test_parity_catches_a_row_counted_twice(built):
+    database, resource = built
+    damage(database, "INSERT INTO analytics.rejected_rows SELECT * FROM analytics.rejected_rows LIMIT 1")
+    assert not checks.row_count_parity(warehouse=resource).passed
+    assert not checks.rejections_explained(warehouse=resource).passed
+
+
+def test_rejections_must_give_a_reason(built):
+    database, resource = built
+    damage(database, "UPDATE analytics.rejected_rows SET reason = NULL")
+    result = checks.rejections_explained(warehouse=resource)
+    assert not result.passed and result.metadata["rows without reason"].value > 0
+
+
+def history(database, rates):
+    """Replace the metrics history with snapshots of the given churn rates, oldest first."""
+    damage(database, f"DELETE FROM {METRICS_TABLE}")
+    with duckdb.connect(str(database)) as conn:
+        for hour, rate in enumerate(rates):
+            conn.execute(
+                f"INSERT INTO {METRICS_TABLE} (snapshot_id, snapshot_at, churn_rate_percent)"
+                " VALUES (?, TIMESTAMP '2026-01-01' + to_hours(?), ?)",
+                [f"run-{hour}", hour, rate],
+            )
+
+
+def test_churn_drift_is_quiet_without_enough_history(built):
+    database, resource = built
+    history(database, [20.0, 80.0])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert result.passed and "nothing to compare" in result.metadata["note"].value
+
+
+def test_churn_drift_passes_within_two_standard_deviations(built):
+    database, resource = built
+    history(database, [25.0, 26.0, 24.0, 25.5, 25.0])
+    assert checks.churn_rate_drift(warehouse=resource).passed
+
+
+def test_churn_drift_warns_beyond_two_standard_deviations(built):
+    database, resource = built
+    history(database, [25.0, 26.0, 24.0, 25.5, 40.0])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert not result.passed
+    assert result.severity.value == "WARN"
+    assert result.metadata["churn_rate_percent"].value == 40.0
