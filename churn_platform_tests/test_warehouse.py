@@ -1,0 +1,97 @@
+"""The warehouse IO manager writes atomically; connections wait a bounded time for a lock."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import duckdb
+import pytest
+
+from churn_platform.warehouse import (
+    SqlTable,
+    WarehouseIOManager,
+    WarehouseLockedError,
+    clean_duckdb_error,
+    connect,
+)
+
+from churn_platform_tests.conftest import query
+
+KEY = dg.AssetKey(["analytics", "things"])
+
+
+def write(database, table: SqlTable, raise_on_error=True):
+    @dg.asset(key=KEY)
+    def things() -> SqlTable:
+        return table
+
+    return dg.materialize(
+        [things], resources={"io_manager": WarehouseIOManager(database=str(database))},
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_a_failing_query_leaves_the_previous_table_whole(warehouse):
+    write(warehouse, SqlTable("SELECT range AS n FROM range(5)"))
+    result = write(warehouse, SqlTable("SELECT 1 / 0 AS n, error('boom') AS e"), raise_on_error=False)
+    assert not result.success
+    assert query(warehouse, "SELECT count(*) FROM analytics.things") == [(5,)]
+
+
+def test_a_changed_schema_replaces_the_table_in_one_step(warehouse):
+    write(warehouse, SqlTable("SELECT range AS n FROM range(5)"))
+    write(warehouse, SqlTable("SELECT 'x' AS label, range AS n FROM range(2)"))
+    assert query(warehouse, "SELECT label, n FROM analytics.things ORDER BY n") == [("x", 0), ("x", 1)]
+
+
+def test_an_empty_result_is_refused_when_the_asset_says_so(warehouse):
+    write(warehouse, SqlTable("SELECT range AS n FROM range(5)"))
+    result = write(warehouse, SqlTable("SELECT 1 AS n WHERE false", empty_error="no rows in x.csv"),
+                   raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "no rows in x.csv" in str(failure.step_failure_data.user_failure_data.description)
+    assert query(warehouse, "SELECT count(*) FROM analytics.things") == [(5,)]
+
+
+def test_history_merges_by_key_so_a_repeated_snapshot_is_not_duplicated(warehouse):
+    snapshot = "SELECT $id AS snapshot_id, $value AS value"
+    write(warehouse, SqlTable(snapshot, {"id": "a", "value": 1}, history_key="snapshot_id"))
+    write(warehouse, SqlTable(snapshot, {"id": "b", "value": 2}, history_key="snapshot_id"))
+    result = write(warehouse, SqlTable(snapshot, {"id": "b", "value": 3}, history_key="snapshot_id"))
+    assert query(warehouse, "SELECT * FROM analytics.things ORDER BY 1") == [("a", 1), ("b", 3)]
+    [event] = result.get_asset_materialization_events()
+    materialization = event.materialization
+    assert materialization.metadata["value"].value == 3  # a one-row snapshot's numbers
+    assert materialization.metadata["dagster/row_count"].value == 2
+
+
+def test_a_held_lock_fails_after_the_timeout_naming_the_holder(warehouse):
+    duckdb.connect(str(warehouse)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, sys; c = duckdb.connect({str(warehouse)!r}); print('ready', flush=True);"
+         " sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WarehouseLockedError) as raised:
+            connect(str(warehouse), timeout_s=0.5)
+        assert str(warehouse) in raised.value.description
+        assert f"PID {holder.pid}" in raised.value.description
+        assert "CHURN_DUCKDB_LOCK_TIMEOUT" in raised.value.description
+    finally:
+        holder.kill()
+        holder.wait()
+    connect(str(warehouse), timeout_s=5).close()  # free again once the holder is gone
+
+
+def test_duckdb_errors_lose_the_echoed_source_line():
+    error = duckdb.InvalidInputException(
+        "Invalid Input Error: CSV Error on Line: 3\nOriginal Line: C-SECRET,40\n"
+        "Expected Number of Columns: 10 Found: 2\n\nPossible fixes:\n* Enable ignore errors\n"
+    )
+    cleaned = clean_duckdb_error(error)
+    assert cleaned == ("Invalid Input Error: CSV Error on Line: 3"
+                       " Expected Number of Columns: 10 Found: 2")
