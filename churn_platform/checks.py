@@ -185,7 +185,9 @@ def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     metadata = {"churn_rate_percent": current, "earlier snapshots": history}
     if history < DRIFT_MIN_HISTORY or current is None:
         metadata["note"] = f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots: nothing to compare"
-        return dg.AssetCheckResult(passed=True, metadata=metadata)
+        return dg.AssetCheckResult(
+            passed=True, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
+        )
     deviation = abs(current - mean)
     metadata.update({"historical mean": round(mean, 2), "historical stddev": round(stddev, 2)})
     return dg.AssetCheckResult(

@@ -19,7 +19,7 @@ from churn_platform.fields import SOURCE_COLUMNS
 
 CHUNK_ROWS = 100_000
 MISSING_RATE = 0.015
-BAD_VALUE_RATE = 0.001
+BAD_VALUE_RATE = 0.005
 DUPLICATE_ID_RATE = 0.001
 
 CONTRACTS = np.array(["Month-to-Month", "One-Year", "Two-Year"])
