@@ -63,3 +63,16 @@ def test_the_headless_cli_run_from_the_readme(tmp_path, real_csv):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr + done.stdout
     assert query(database, "SELECT count(*) FROM analytics.customer_churn") == [(1000,)]
+
+
+def test_the_local_instance_queues_warehouse_runs_one_at_a_time(tmp_path):
+    """`make run`'s dagster_home/dagster.yaml, loaded as a real instance."""
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster_home" / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        limits = {limit["key"]: limit["limit"] for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
+        assert instance.scheduler.max_catchup_runs == 1
+    job_tags = defs.resolve_job_def("churn_elt_job").tags
+    [(tag, value)] = [(k, v) for k, v in job_tags.items() if k in limits]
+    assert limits[tag] == 1
