@@ -66,6 +66,14 @@ def check_header(path: str | os.PathLike, header: list[str]) -> None:
         raise SourceFileError(path, "; ".join(problems))
 
 
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def staging_table(path: str | os.PathLike) -> SqlTable:
     """The staging SELECT: every column as text, as it stood in the file, plus where it came from.
 
@@ -73,6 +81,7 @@ def staging_table(path: str | os.PathLike) -> SqlTable:
     the record's line number in a file of one line per record (the header is line 1).
     """
     path = Path(path).resolve()
+    before = _fingerprint(path)
     header = read_header(path)
     check_header(path, header)
     columns = ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in header)
@@ -86,11 +95,19 @@ def staging_table(path: str | os.PathLike) -> SqlTable:
         FROM read_csv($source_file, header = true, auto_detect = false, columns = {{{columns}}},
                       delim = ',', quote = '"', escape = '"', force_not_null = [{not_null}])
     """
+
+    def verify(row_count: int) -> None:
+        """Refuse an empty load, or one from a file replaced or rewritten while it was read."""
+        if row_count == 0:
+            raise SourceFileError(path, "has a header but no data rows")
+        if _fingerprint(path) != before:
+            raise SourceFileError(path, "changed while it was being read; nothing was loaded")
+
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     return SqlTable(
         sql,
         params={"load_timestamp": now, "source_file": str(path)},
-        empty_error=f"{path}: has a header but no data rows",
+        verify=verify,
         error_context=f"{path}",
         metadata={"source_file": str(path), "source_columns": len(header)},
     )

@@ -8,7 +8,7 @@ stock handlers' DELETE-then-INSERT (design notes, pitfall 2).
 
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,14 +67,14 @@ class SqlTable:
 
     `sql` is a SELECT; `params` are bound, never pasted. With `history_key` set, the rows are
     merged into the existing table, replacing earlier rows with the same key (idempotent history);
-    otherwise the table is replaced. `empty_error`, when given, refuses to replace a table with no
-    rows, and is the message of the failure.
+    otherwise the table is replaced. `verify`, when given, is called with the new row count inside
+    the transaction: raising there rolls the write back and the previous table stays.
     """
 
     sql: str
     params: Mapping[str, Any] = field(default_factory=dict)
     history_key: str | None = None
-    empty_error: str | None = None
+    verify: Callable[[int], None] | None = None
     error_context: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -97,8 +97,8 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
             else:
                 connection.execute(f"CREATE OR REPLACE TABLE {table} AS {obj.sql}", dict(obj.params))
             row_count = connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if row_count == 0 and obj.empty_error:
-                raise dg.Failure(description=obj.empty_error, allow_retries=False)
+            if obj.verify:
+                obj.verify(row_count)
             columns = connection.execute(
                 "SELECT column_name, data_type FROM information_schema.columns"
                 " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",

@@ -10,6 +10,7 @@ from churn_platform.assets import ELT_ASSETS
 from churn_platform.checks import ELT_CHECKS
 from churn_platform.resources import build_resources
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform.warehouse import SqlTable, WarehouseIOManager
 
 pytest_plugins = ["churn_platform_tests.postgres"]
 
@@ -38,6 +39,19 @@ def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_erro
         [*ELT_ASSETS, *ELT_CHECKS],
         resources=build_resources(str(database), str(csv)),
         selection=selection,
+        raise_on_error=raise_on_error,
+    )
+
+
+def write_table(database, key: dg.AssetKey, table: SqlTable, raise_on_error=True):
+    """Write one SqlTable at `key` through the warehouse IO manager, in a real run."""
+
+    @dg.asset(key=key)
+    def one_table() -> SqlTable:
+        return table
+
+    return dg.materialize(
+        [one_table], resources={"io_manager": WarehouseIOManager(database=str(database))},
         raise_on_error=raise_on_error,
     )
 

@@ -1,12 +1,16 @@
 """Bad source files: each run fails naming the file and the problem, and the last good tables stay."""
 
 import os
+import shutil
 
 import pytest
 
+from churn_platform.assets import STAGING
 from churn_platform.fields import ANALYTICS_TABLE, METRICS_TABLE, REJECTED_TABLE, STAGING_TABLE
 
-from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
+from churn_platform.source import staging_table
+
+from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv, write_table
 
 TABLES = (STAGING_TABLE, ANALYTICS_TABLE, REJECTED_TABLE, METRICS_TABLE)
 
@@ -18,8 +22,8 @@ def good_run(tmp_path, sample_csv, warehouse):
     return {table: sorted(query(warehouse, f"SELECT * FROM {table}"), key=repr) for table in TABLES}
 
 
-def assert_fails_and_keeps(bad_csv, warehouse, before, *expected):
-    result = run_elt(bad_csv, warehouse, raise_on_error=False)
+def assert_fails_and_keeps(bad_csv, warehouse, before, *expected, result=None):
+    result = result or run_elt(bad_csv, warehouse, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.step_failure_data.error.message + (
@@ -99,3 +103,13 @@ def test_bad_input_on_a_fresh_warehouse_creates_no_tables(tmp_path, warehouse):
     assert not warehouse.exists() or query(
         warehouse, "SELECT count(*) FROM information_schema.tables WHERE table_schema <> 'main'"
     ) == [(0,)]
+
+
+def test_a_file_replaced_while_it_is_read(tmp_path, sample_csv, warehouse, good_run):
+    csv = tmp_path / "source.csv"
+    shutil.copy(sample_csv, csv)
+    table = staging_table(csv)  # the header is read and checked here
+    replacement = write_csv(tmp_path / "next.csv", HEADER + "\nC9,40,Male,1,2,One-Year,DSL,2,Yes,No\n")
+    os.replace(replacement, csv)  # then the file is swapped before DuckDB reads the rows
+    result = write_table(warehouse, STAGING, table, raise_on_error=False)
+    assert_fails_and_keeps(csv, warehouse, good_run, "changed while it was being read", result=result)

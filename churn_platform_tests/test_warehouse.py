@@ -9,26 +9,18 @@ import pytest
 
 from churn_platform.warehouse import (
     SqlTable,
-    WarehouseIOManager,
     WarehouseLockedError,
     clean_duckdb_error,
     connect,
 )
 
-from churn_platform_tests.conftest import query
+from churn_platform_tests.conftest import query, write_table
 
 KEY = dg.AssetKey(["analytics", "things"])
 
 
 def write(database, table: SqlTable, raise_on_error=True):
-    @dg.asset(key=KEY)
-    def things() -> SqlTable:
-        return table
-
-    return dg.materialize(
-        [things], resources={"io_manager": WarehouseIOManager(database=str(database))},
-        raise_on_error=raise_on_error,
-    )
+    return write_table(database, KEY, table, raise_on_error)
 
 
 def test_a_failing_query_leaves_the_previous_table_whole(warehouse):
@@ -44,9 +36,13 @@ def test_a_changed_schema_replaces_the_table_in_one_step(warehouse):
     assert query(warehouse, "SELECT label, n FROM analytics.things ORDER BY n") == [("x", 0), ("x", 1)]
 
 
-def test_an_empty_result_is_refused_when_the_asset_says_so(warehouse):
-    write(warehouse, SqlTable("SELECT range AS n FROM range(5)"))
-    result = write(warehouse, SqlTable("SELECT 1 AS n WHERE false", empty_error="no rows in x.csv"),
+def test_a_failed_verification_rolls_the_write_back(warehouse):
+    def verify(row_count):
+        if row_count == 0:
+            raise dg.Failure("no rows in x.csv")
+
+    write(warehouse, SqlTable("SELECT range AS n FROM range(5)", verify=verify))
+    result = write(warehouse, SqlTable("SELECT 1 AS n WHERE false", verify=verify),
                    raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
