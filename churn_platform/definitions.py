@@ -3,15 +3,16 @@
 import dagster as dg
 
 from churn_platform.assets import ELT_ASSETS
+from churn_platform.backup import backup_after_elt, warehouse_backup, warehouse_backup_job
 from churn_platform.checks import ELT_CHECKS, freshness_checks, freshness_sensor
 from churn_platform.jobs import churn_elt_job, hourly_churn_schedule
 from churn_platform.resources import build_resources
 
 defs = dg.Definitions(
-    assets=ELT_ASSETS,
+    assets=[*ELT_ASSETS, warehouse_backup],
     asset_checks=[*ELT_CHECKS, *freshness_checks],
-    jobs=[churn_elt_job],
+    jobs=[churn_elt_job, warehouse_backup_job],
     schedules=[hourly_churn_schedule],
-    sensors=[freshness_sensor],
+    sensors=[freshness_sensor, backup_after_elt],
     resources=build_resources(),
 )

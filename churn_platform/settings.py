@@ -1,6 +1,7 @@
 """Where the platform reads its configuration: environment variables, each with a documented default."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +32,15 @@ def duckdb_config() -> dict[str, str]:
 
 def duckdb_lock_timeout_seconds() -> float:
     return float(os.environ.get("CHURN_DUCKDB_LOCK_TIMEOUT", "60"))
+
+
+def backup_dir() -> Path:
+    return Path(os.environ.get("CHURN_BACKUP_DIR") or PROJECT_ROOT / "data" / "backups")
+
+
+def backup_keep() -> int:
+    return int(os.environ.get("CHURN_BACKUP_KEEP", "24"))
+
+
+def backup_max_age() -> timedelta:
+    return timedelta(hours=float(os.environ.get("CHURN_BACKUP_MAX_AGE_HOURS", "168")))
