@@ -108,6 +108,6 @@ def staging_table(path: str | os.PathLike) -> SqlTable:
         sql,
         params={"load_timestamp": now, "source_file": str(path)},
         verify=verify,
-        error_context=f"{path}",
+        error_context=f"loading {path}",
         metadata={"source_file": str(path), "source_columns": len(header)},
     )

@@ -106,13 +106,13 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
             ).fetchall()
             connection.execute("COMMIT")
         except duckdb.Error as error:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise dg.Failure(
                 description=f"{obj.error_context or 'writing ' + table}: {clean_duckdb_error(error)}",
                 allow_retries=False,
             ) from None
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise
         return {
             "dagster/row_count": row_count,
@@ -127,6 +127,13 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         return SqlTable(
             f"SELECT * FROM {quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
         )
+
+
+def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass  # DuckDB already ended it (a failed COMMIT, e.g. on a full disk)
 
 
 def _merge_history(connection: duckdb.DuckDBPyConnection, table: str, obj: SqlTable) -> dict:

@@ -1,0 +1,122 @@
+"""Injected faults: a run killed with SIGKILL while it writes each table, and a full disk.
+
+Afterwards every table is whole (the last good version or the complete new one, never a part),
+readable, and the next run succeeds.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from churn_platform import sample_data
+from churn_platform.fields import (
+    ANALYTICS_TABLE,
+    METRICS_TABLE,
+    REJECTED_TABLE,
+    SEGMENT_TABLE,
+    STAGING_TABLE,
+)
+
+from churn_platform_tests.conftest import query, run_elt
+
+BIG_ROWS = 200_000
+
+RUN_IN_CHILD = """
+import sys, dagster as dg
+from churn_platform.assets import ELT_ASSETS
+from churn_platform.checks import ELT_CHECKS
+from churn_platform.resources import build_resources
+dg.materialize([*ELT_ASSETS, *ELT_CHECKS], resources=build_resources(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory):
+    return sample_data.write_sample(tmp_path_factory.mktemp("big") / "big.csv", BIG_ROWS, seed=3)
+
+
+TABLES = (STAGING_TABLE, ANALYTICS_TABLE, REJECTED_TABLE, SEGMENT_TABLE, METRICS_TABLE)
+HISTORY = (SEGMENT_TABLE, METRICS_TABLE)
+
+
+def counts(database) -> dict[str, int]:
+    return {t: query(database, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def one_big_run(big_csv, tmp_path_factory) -> dict[str, int]:
+    """Row counts of every table after one complete run on the big file."""
+    database = tmp_path_factory.mktemp("complete") / "w.duckdb"
+    run_elt(big_csv, database)
+    return counts(database)
+
+
+@pytest.mark.parametrize(
+    "step, table",
+    [("staging__customer_churn", STAGING_TABLE), ("analytics__customer_churn", ANALYTICS_TABLE),
+     ("analytics__rejected_rows", REJECTED_TABLE), ("analytics__churn_by_segment", SEGMENT_TABLE),
+     ("analytics__data_quality_metrics", METRICS_TABLE)],
+)
+def test_sigkill_while_writing_leaves_whole_tables_and_the_next_run_succeeds(
+    step, table, sample_csv, big_csv, one_big_run, warehouse
+):
+    run_elt(sample_csv, warehouse)
+    before = counts(warehouse)
+    new = {t: before[t] + n if t in HISTORY else n for t, n in one_big_run.items()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_IN_CHILD, str(warehouse), str(big_csv)],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        for line in child.stderr:
+            if f"{step} - STEP_OUTPUT" in line:  # the IO manager starts writing right after
+                break
+        else:
+            pytest.fail(f"{step} never yielded its table")
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    after_kill = counts(warehouse)  # every table opens and reads
+    for name, rows in after_kill.items():
+        assert rows in (before[name], new[name]), name  # the last good version or the new one
+    assert after_kill[table] == before[table]  # killed mid-write: the write left no trace
+    assert run_elt(sample_csv, warehouse).success
+    after = counts(warehouse)
+    assert after[STAGING_TABLE] == after[ANALYTICS_TABLE] + after[REJECTED_TABLE] == 1000
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_clearly_and_keeps_the_last_good_tables(small_disk, sample_csv, big_csv):
+    warehouse = small_disk / "warehouse.duckdb"
+    assert run_elt(sample_csv, warehouse).success
+    before = {t: query(warehouse, f"SELECT * FROM {t}") for t in TABLES}
+    result = run_elt(big_csv, warehouse, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "No space left on device" in message and str(warehouse) in message
+    failed_table = message.split(":")[0].removeprefix("writing ").replace('"', "")
+    for table, rows in before.items():
+        now = query(warehouse, f"SELECT * FROM {table}")  # every table still reads
+        if table == failed_table or table in HISTORY:
+            assert now == rows, table  # the write that hit the full disk left no trace
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert run_elt(sample_csv, warehouse).success  # once there is room, the next run goes on
