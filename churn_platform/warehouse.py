@@ -39,18 +39,28 @@ def connect(database: str, config: dict[str, Any] | None = None, read_only: bool
             if "lock" not in str(error).lower():
                 raise
             if time.monotonic() >= deadline:
-                holder = re.search(r"held in (.+?)(?:\n|$)", str(error))
-                raise WarehouseLockedError(
-                    description=(
-                        f"DuckDB file {database} is locked by another process"
-                        f" ({holder.group(1).strip() if holder else 'unknown holder'}); waited"
-                        f" {timeout_s:.0f} s. Close that process's connection (a notebook, a BI"
-                        " tool, another run) or raise CHURN_DUCKDB_LOCK_TIMEOUT, then run again."
-                    ),
-                    allow_retries=True,
-                ) from error
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                raise _locked(database, error, timeout_s) from error
+        except duckdb.Error as error:
+            raise dg.Failure(
+                description=f"cannot open DuckDB file {database} with the settings {config}"
+                f" (CHURN_DUCKDB_*): {clean_duckdb_error(error)}",
+                allow_retries=False,
+            ) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _locked(database: str, error: duckdb.Error, timeout_s: float) -> WarehouseLockedError:
+    holder = re.search(r"held in (.+?)(?:\n|$)", str(error))
+    return WarehouseLockedError(
+        description=(
+            f"DuckDB file {database} is locked by another process"
+            f" ({holder.group(1).strip() if holder else 'unknown holder'}); waited"
+            f" {timeout_s:.0f} s. Close that process's connection (a notebook, a BI"
+            " tool, another run) or raise CHURN_DUCKDB_LOCK_TIMEOUT, then run again."
+        ),
+        allow_retries=True,
+    )
 
 
 def quote_ident(name: str) -> str:

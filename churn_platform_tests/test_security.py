@@ -1,0 +1,125 @@
+"""Nothing leaks and nothing is injected: customer ids stay in staging, the key stays secret,
+hostile paths, column names and settings are bound or quoted."""
+
+import dagster as dg
+import duckdb
+import pytest
+
+from churn_platform import backup
+from churn_platform.pseudonymize import pseudonym
+from churn_platform.resources import build_resources
+
+from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
+
+KEY = "k3y-that-must-never-show"
+IDS = [f"SECRETID-{n:04d}-XQ" for n in range(1, 7)]
+ROWS = [
+    f"{IDS[0]},40,Female,10,70.5,One-Year,DSL,705.0,Yes,No",
+    f"{IDS[1]},33,Male,2,abc,Month-to-Month,None,10,No,Yes",  # rejected: charges
+    f"{IDS[2]},,,,,,,,,",  # imputed everywhere
+    f"{IDS[3]},51,Other,-4,99,Two-Year,Fiber Optic,0,Yes,No",  # rejected: tenure
+    f"{IDS[4]},29,Female,40,120,One-Year,DSL,4800,Maybe,No",  # rejected: tech support
+    f"{IDS[5]},61,Male,70,55,Two-Year,DSL,3850,No,No",
+]
+
+
+def everything_outside_staging(database, result) -> str:
+    """Every value outside the staging schema, every event and its metadata, as one text."""
+    texts = [repr(e) for e in result.all_events]
+    with duckdb.connect(str(database), read_only=True) as conn:
+        for schema, table in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name <> 'staging'"
+        ).fetchall():
+            texts.append(repr(conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))
+    return "\n".join(texts)
+
+
+def test_ids_and_key_appear_nowhere_but_staging(tmp_path, warehouse, monkeypatch, capfd):
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", KEY)
+    csv = write_csv(tmp_path / "ids.csv", "\n".join([HEADER, *ROWS]) + "\n")
+    result = run_elt(csv, warehouse)
+    logs = "".join(capfd.readouterr())
+    assert "Pseudonymization: keyed" in logs  # the run's logs were captured
+    text = everything_outside_staging(warehouse, result) + logs
+    assert query(warehouse, "SELECT count(*) FROM analytics.rejected_rows") == [(3,)]
+    for customer in IDS:
+        assert customer not in text
+    assert KEY not in text
+    assert KEY.encode() not in warehouse.read_bytes()
+    assert all(c in query(warehouse, 'SELECT "CustomerID" FROM staging.customer_churn')[i]
+               for i, c in enumerate(IDS))  # staging, and only staging, keeps them
+
+
+def test_a_failing_row_is_named_by_line_without_its_content(tmp_path, warehouse, capfd):
+    csv = write_csv(tmp_path / "ragged.csv", f"{HEADER}\n{ROWS[0]}\n{IDS[5]},40,extra,fields\n")
+    result = run_elt(csv, warehouse, raise_on_error=False)
+    assert not result.success
+    text = repr(result.all_events) + "".join(capfd.readouterr())
+    assert "Line: 3" in text
+    assert IDS[5] not in text and IDS[0] not in text
+
+
+def test_a_wrong_or_missing_key_cannot_reproduce_the_pseudonyms(tmp_path, warehouse, monkeypatch):
+    csv = write_csv(tmp_path / "ids.csv", "\n".join([HEADER, ROWS[0], ROWS[5]]) + "\n")
+    sql = "SELECT anonymized_customer_id::VARCHAR FROM analytics.customer_churn ORDER BY source_row"
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", KEY)
+    run_elt(csv, warehouse)
+    keyed = [r[0] for r in query(warehouse, sql)]
+    assert keyed == [pseudonym(IDS[0], KEY.encode()), pseudonym(IDS[5], KEY.encode())]
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", KEY + "x")
+    run_elt(csv, warehouse)
+    wrong = [r[0] for r in query(warehouse, sql)]
+    monkeypatch.delenv("CHURN_PSEUDONYMIZATION_KEY")
+    run_elt(csv, warehouse)
+    missing = [r[0] for r in query(warehouse, sql)]
+    assert set(keyed).isdisjoint(wrong) and set(keyed).isdisjoint(missing)
+
+
+HOSTILE = "x'; DROP TABLE analytics.customer_churn; --\"$(rm -rf)"
+
+
+def test_a_hostile_file_name_is_only_a_file_name(tmp_path, sample_csv, warehouse):
+    run_elt(sample_csv, warehouse)
+    hostile = tmp_path / f"{HOSTILE}.csv"
+    hostile.write_bytes(sample_csv.read_bytes())
+    assert run_elt(hostile, warehouse).success
+    assert query(warehouse, "SELECT DISTINCT source_file FROM staging.customer_churn") == [
+        (str(hostile),)]
+    assert query(warehouse, "SELECT count(*) FROM analytics.customer_churn")[0][0] > 0
+
+
+def test_a_hostile_column_name_is_kept_in_staging_and_does_nothing(tmp_path, warehouse):
+    csv = write_csv(tmp_path / "cols.csv", f'{HEADER},"{HOSTILE.replace(chr(34), chr(34) * 2)}"\n'
+                                           f"{ROWS[0]},boom\n")
+    assert run_elt(csv, warehouse).success
+    assert query(warehouse, f'SELECT "{HOSTILE.replace(chr(34), chr(34) * 2)}"'
+                            " FROM staging.customer_churn") == [("boom",)]
+    assert query(warehouse, "SELECT count(*) FROM analytics.customer_churn") == [(1,)]
+
+
+def test_a_hostile_setting_fails_clearly(sample_csv, warehouse, monkeypatch):
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "1GB'; DROP TABLE x; --")
+    result = run_elt(sample_csv, warehouse, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "CHURN_DUCKDB_" in str(failure.step_failure_data.user_failure_data.description)
+
+
+def test_a_hostile_backup_folder_is_quoted(tmp_path, sample_csv, warehouse, monkeypatch):
+    run_elt(sample_csv, warehouse)
+    folder = tmp_path / HOSTILE
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(folder))
+    dg.materialize([backup.warehouse_backup], resources=build_resources(str(warehouse)))
+    [taken] = backup.list_backups(folder)
+    restored = tmp_path / "restored.duckdb"
+    backup.restore_backup(taken, restored)
+    assert query(restored, "SELECT count(*) FROM analytics.customer_churn") == query(
+        warehouse, "SELECT count(*) FROM analytics.customer_churn")
+
+
+@pytest.mark.parametrize("name", ["CustomerID", "customer_id"])
+def test_the_id_column_never_reaches_analytics(sample_csv, warehouse, name):
+    run_elt(sample_csv, warehouse)
+    columns = [r[0] for r in query(warehouse, "DESCRIBE analytics.customer_churn")]
+    columns += [r[0] for r in query(warehouse, "DESCRIBE analytics.rejected_rows")]
+    assert name not in columns
