@@ -22,6 +22,19 @@ class ChurnSource(dg.ConfigurableResource):
         return key.encode() if key else None
 
 
+class MetricsDatabase(dg.ConfigurableResource):
+    """Which environment variable holds the metrics database's DSN (a libpq connection string).
+
+    As with the pseudonymization key, the DSN (and its password) is read at run time and never
+    becomes config, so it never shows in the UI or the run's logs.
+    """
+
+    dsn_env: str = settings.METRICS_DSN_ENV
+
+    def dsn(self) -> str | None:
+        return os.environ.get(self.dsn_env) or None
+
+
 def build_resources(duckdb_path: str | None = None, source_csv: str | None = None) -> dict:
     """The resource set; arguments override the environment (tests point at temporary files)."""
     database = duckdb_path or settings.duckdb_path()
@@ -30,4 +43,5 @@ def build_resources(duckdb_path: str | None = None, source_csv: str | None = Non
         "io_manager": WarehouseIOManager(database=database, connection_config=config),
         "warehouse": WarehouseResource(database=database, connection_config=config),
         "churn_source": ChurnSource(csv_path=source_csv or settings.source_csv()),
+        "metrics_db": MetricsDatabase(),
     }

@@ -44,3 +44,21 @@ def backup_keep() -> int:
 
 def backup_max_age() -> timedelta:
     return timedelta(hours=float(os.environ.get("CHURN_BACKUP_MAX_AGE_HOURS", "168")))
+
+
+# The metrics export (issue 3): a libpq connection string; unset, the export is skipped.
+METRICS_DSN_ENV = "CHURN_METRICS_DSN"
+GRAFANA_DB_USER_ENV = "CHURN_GRAFANA_DB_USER"
+GRAFANA_DB_PASSWORD_ENV = "CHURN_GRAFANA_DB_PASSWORD"
+
+
+def metrics_dsn() -> str | None:
+    return os.environ.get(METRICS_DSN_ENV) or None
+
+
+def grafana_reader() -> tuple[str, str] | None:
+    """Grafana's read-only PostgreSQL role and its password; None unless a password is set."""
+    password = os.environ.get(GRAFANA_DB_PASSWORD_ENV)
+    if not password:
+        return None
+    return os.environ.get(GRAFANA_DB_USER_ENV) or "grafana_reader", password

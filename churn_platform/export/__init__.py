@@ -1,0 +1,1 @@
+"""The metrics export: DuckDB's snapshot history and the Dagster instance's state, into PostgreSQL."""
