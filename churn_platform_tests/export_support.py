@@ -1,9 +1,14 @@
 """Helpers for the export tests: the real jobs over temporary files, and a PostgreSQL reader."""
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pytest
+
+from churn_platform import settings
 
 from churn_platform.assets import ELT_ASSETS
 from churn_platform.checks import ELT_CHECKS, freshness_checks
@@ -11,6 +16,7 @@ from churn_platform.export.asset import postgres_metrics
 from churn_platform.export.job import metrics_export_job, metrics_export_sensor
 from churn_platform.jobs import churn_elt_job
 from churn_platform.resources import build_resources
+from churn_platform.settings import SAMPLE_CSV
 
 
 def platform_defs(database: Path | str, csv: Path | str) -> dg.Definitions:
@@ -31,3 +37,30 @@ def run_job(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, **kwa
 def pg_rows(dsn: str, sql: str, params=None) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+@dataclass
+class EltHistory:
+    """A Dagster instance and a warehouse holding the history of several real ELT runs."""
+
+    instance: dg.DagsterInstance
+    database: Path
+    defs: dg.Definitions
+
+    def export(self, monkeypatch, dsn: str, **kwargs):
+        monkeypatch.setenv(settings.METRICS_DSN_ENV, dsn)
+        return run_job(self.defs, "metrics_export_job", self.instance, **kwargs)
+
+
+ELT_RUNS = 4
+
+
+@pytest.fixture(scope="session")
+def elt_history(tmp_path_factory) -> Iterator[EltHistory]:
+    """Four successful churn_elt_job runs on the sample: enough history for the drift rule."""
+    database = tmp_path_factory.mktemp("history") / "warehouse.duckdb"
+    defs = platform_defs(database, SAMPLE_CSV)
+    with dg.instance_for_test() as instance:
+        for _ in range(ELT_RUNS):
+            assert run_job(defs, "churn_elt_job", instance).success
+        yield EltHistory(instance, database, defs)
