@@ -193,3 +193,34 @@ def lint_dashboard(dashboard: dict, datasource_uid: str) -> list[str]:
         if variable.get("type") == "query" and variable.get("datasource") != expected_source:
             problems.append(f"variable {variable.get('name')}: datasource is not {expected_source}")
     return problems
+
+
+def alert_rules(grafana_dir: Path = GRAFANA_DIR) -> list[dict]:
+    return [
+        rule
+        for path in sorted((grafana_dir / "provisioning" / "alerting").glob("*.yaml"))
+        for group in load_yaml(path).get("groups", [])
+        for rule in group["rules"]
+    ]
+
+
+def rule_query(rule: dict) -> dict:
+    """The data-source query the rule's condition reads (its threshold's input)."""
+    condition = next(d for d in rule["data"] if d["refId"] == rule["condition"])
+    return next(d for d in rule["data"] if d["refId"] == condition["model"]["expression"])
+
+
+def threshold_fires(rule: dict, value: float) -> bool:
+    """Grafana's threshold expression (the rule's condition) applied to the query's value."""
+    condition = next(d for d in rule["data"] if d["refId"] == rule["condition"])
+    evaluator = condition["model"]["conditions"][0]["evaluator"]
+    kind, params = evaluator["type"], evaluator["params"]
+    if kind == "gt":
+        return value > params[0]
+    if kind == "lt":
+        return value < params[0]
+    if kind == "within_range":
+        return params[0] < value < params[1]
+    if kind == "outside_range":
+        return not params[0] <= value <= params[1]
+    raise ValueError(f"unsupported threshold {kind}")
