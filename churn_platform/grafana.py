@@ -24,6 +24,7 @@ GRID_COLUMNS = 24
 
 _MACRO = re.compile(r"\$([_a-zA-Z0-9]+)\(([^\)]*)\)")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)\]\]|\$(\w+)")
+_TIME_COLUMN = re.compile(r'AS "time"|\$__time\(|\$__timeGroupAlias\(|\$__timeEpoch\(')
 _INTERVAL = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -174,7 +175,8 @@ def lint_dashboard(dashboard: dict, datasource_uid: str) -> list[str]:
         if not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
             problems.append(f"{name}: no unit")
         if panel.get("datasource") != expected_source:
-            problems.append(f"{name}: datasource {panel.get('datasource')} is not {expected_source}")
+            problems.append(
+                f"{name}: datasource {panel.get('datasource')} is not {expected_source}")
         if not panel.get("targets"):
             problems.append(f"{name}: no query")
         for target in panel.get("targets", []):
@@ -185,8 +187,8 @@ def lint_dashboard(dashboard: dict, datasource_uid: str) -> list[str]:
             wants_series = panel.get("type") == "timeseries"
             if wants_series != (target.get("format") == "time_series"):
                 problems.append(f"{name}: format {target.get('format')} for a {panel.get('type')}")
-            if target.get("format") == "time_series" and not re.search(
-                r'AS "time"|\$__time\(|\$__timeGroupAlias\(|\$__timeEpoch\(', target.get("rawSql", "")
+            if target.get("format") == "time_series" and not _TIME_COLUMN.search(
+                target.get("rawSql", "")
             ):
                 problems.append(f"{name}: time series query without a time column")
     for variable in dashboard.get("templating", {}).get("list", []):

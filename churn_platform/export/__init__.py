@@ -1,1 +1,2 @@
-"""The metrics export: DuckDB's snapshot history and the Dagster instance's state, into PostgreSQL."""
+"""The metrics export: DuckDB's snapshot history and the Dagster instance's state, to PostgreSQL.
+"""

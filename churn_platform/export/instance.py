@@ -48,7 +48,9 @@ def check_rows(instance: DagsterInstance, check_keys: Iterable[dg.AssetCheckKey]
                          None, None, None, None, None))
             continue
         metadata = {name: _plain(value) for name, value in evaluation.metadata.items()}
-        details = "; ".join(f"{k}: {v}" for k, v in metadata.items() if not k.startswith("dagster/"))
+        details = "; ".join(
+            f"{k}: {v}" for k, v in metadata.items() if not k.startswith("dagster/")
+        )
         rows.append((
             key.asset_key.to_user_string(),
             key.name,

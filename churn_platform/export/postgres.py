@@ -1,4 +1,4 @@
-"""PostgreSQL side of the export: connect without leaking the password, create the schema, copy rows.
+"""PostgreSQL side of the export: connect without leaking the password, create tables, copy rows.
 
 Rows go in with COPY (one round trip per table), never row by row; names are composed with
 psycopg.sql, values are always bound.
@@ -22,7 +22,7 @@ def _sql_file(name: str) -> str:
 
 
 def describe_dsn(dsn: str) -> str:
-    """Where the DSN points, for logs and errors: host, port, database and user, never the password."""
+    """Where the DSN points, for logs and errors: host, port, database, user; never the password."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -52,7 +52,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 def grant_reader(conn: psycopg.Connection, role: str, password: str) -> None:
     """Create or update Grafana's read-only role (reader_role.sql) with bound name and password."""
     conn.execute(
-        "SELECT set_config('churn.reader_role', %s, true), set_config('churn.reader_password', %s, true)",
+        "SELECT set_config('churn.reader_role', %s, true),"
+        " set_config('churn.reader_password', %s, true)",
         [role, password],
     )
     conn.execute(_sql_file("reader_role.sql"))
@@ -63,11 +64,12 @@ def table(name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(name))
 
 
-def copy_rows(conn: psycopg.Connection, name: str, columns: Sequence[str],
+def copy_rows(conn: psycopg.Connection, name: str | sql.Composable, columns: Sequence[str],
               rows: Iterable[Sequence]) -> int:
-    """COPY rows into churn_metrics.<name>; returns how many."""
+    """COPY rows into churn_metrics.<name> (or the table given); returns how many."""
+    target = table(name) if isinstance(name, str) else name
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        table(name), sql.SQL(", ").join(map(sql.Identifier, columns))
+        target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     count = 0
     with conn.cursor().copy(statement) as copy:
@@ -86,12 +88,7 @@ def upsert_rows(conn: psycopg.Connection, name: str, columns: Sequence[str], key
             sql.Identifier(staging), table(name)
         )
     )
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(staging), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with conn.cursor().copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+    copy_rows(conn, sql.Identifier(staging), columns, rows)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     conn.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(

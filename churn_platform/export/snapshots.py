@@ -48,7 +48,8 @@ HISTORY_TABLES = (
         ("snapshot_id", "source_run_id", "snapshot_at", "column_name", "missing_count"),
         f"SELECT snapshot_id, source_run_id, snapshot_at, replace(column_name, 'missing_', '')"
         f" AS column_name, missing_count FROM (UNPIVOT (SELECT {_SNAPSHOT}, COLUMNS('^missing_')"
-        f" FROM {METRICS_TABLE}) ON COLUMNS('^missing_') INTO NAME column_name VALUE missing_count)",
+        f" FROM {METRICS_TABLE}) ON COLUMNS('^missing_')"
+        f" INTO NAME column_name VALUE missing_count)",
         METRICS_TABLE,
     ),
     HistoryTable(

@@ -30,7 +30,7 @@ class ExportSummary:
 
 
 def warehouse_file_bytes(database: str) -> int | None:
-    """The DuckDB file plus its write-ahead log, as the disk sees them; None before the first run."""
+    """The DuckDB file plus its write-ahead log, as on disk; None before the first run."""
     sizes = [os.path.getsize(p) for p in (database, database + ".wal") if os.path.exists(p)]
     return sum(sizes) if sizes else None
 
