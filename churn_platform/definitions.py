@@ -17,4 +17,6 @@ defs = dg.Definitions(
     schedules=[hourly_churn_schedule],
     sensors=[freshness_sensor, backup_after_elt, metrics_export_sensor],
     resources=build_resources(),
+    # Ad-hoc materializations from the UI run in one process too: DuckDB takes one writer.
+    executor=dg.in_process_executor,
 )
