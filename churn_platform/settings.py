@@ -62,3 +62,8 @@ def grafana_reader() -> tuple[str, str] | None:
     if not password:
         return None
     return os.environ.get(GRAFANA_DB_USER_ENV) or "grafana_reader", password
+
+
+def metrics_retention() -> timedelta:
+    """How long PostgreSQL keeps metrics history and run history (CHURN_METRICS_RETENTION_DAYS)."""
+    return timedelta(days=float(os.environ.get("CHURN_METRICS_RETENTION_DAYS", "400")))

@@ -2,6 +2,8 @@
 
 import uuid
 
+import duckdb
+
 import dagster as dg
 import psycopg
 import pytest
@@ -160,3 +162,28 @@ def test_describe_dsn_never_shows_the_password():
         "host=db port=5433 dbname=metrics user=exporter")
     assert "hunter2" not in describe_dsn("postgresql://exporter:hunter2@db:5433/metrics")
     assert describe_dsn("not a dsn ===") == "<unparsable connection string>"
+
+
+def test_history_older_than_the_retention_leaves_postgres_and_stays_out(
+    tmp_path, pg_dsn, monkeypatch
+):
+    database = tmp_path / "warehouse.duckdb"
+    defs = platform_defs(database, settings.SAMPLE_CSV)
+    with dg.instance_for_test() as instance:
+        old, new = (run_job(defs, "churn_elt_job", instance).run_id for _ in range(2))
+        with duckdb.connect(str(database)) as conn:
+            for table in ("analytics.data_quality_metrics", "analytics.churn_by_segment"):
+                conn.execute(f"UPDATE {table} SET snapshot_at = snapshot_at - INTERVAL 500 DAY"
+                             " WHERE run_id = ?", [old])
+        monkeypatch.setenv("CHURN_METRICS_RETENTION_DAYS", "400")
+        monkeypatch.setenv(settings.METRICS_DSN_ENV, pg_dsn)
+        assert run_job(defs, "metrics_export_job", instance).success
+        with psycopg.connect(pg_dsn) as conn:  # a row exported before the retention was lowered
+            conn.execute("INSERT INTO churn_metrics.kpi_snapshots SELECT 'ancient', 'r0',"
+                         " now() - interval '500 days', total_records, analytics_records,"
+                         " rejected_rows, churn_rate_percent, avg_monthly_charges,"
+                         " avg_tenure_months, exported_at FROM churn_metrics.kpi_snapshots")
+        assert run_job(defs, "metrics_export_job", instance).success
+    for table in HISTORY_TABLES:
+        runs = {r[0] for r in pg_rows(pg_dsn, f"SELECT source_run_id FROM churn_metrics.{table}")}
+        assert runs == {new}, table

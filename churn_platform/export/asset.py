@@ -45,6 +45,7 @@ def postgres_metrics(
         asset_keys=REPORTED_ASSETS,
         export_run_id=context.run_id,
         reader=settings.grafana_reader(),
+        retention=settings.metrics_retention(),
     )
     context.log.info(
         f"Exported {summary.snapshots_added} new snapshots and {summary.runs_synced} runs to"
@@ -58,6 +59,7 @@ def postgres_metrics(
             "check_results": summary.check_results,
             "assets": summary.assets,
             "runs_synced": summary.runs_synced,
+            "history_rows_expired": summary.rows_expired,
             "warehouse_file_bytes": dg.MetadataValue.int(summary.warehouse_file_bytes or 0),
         }
     )

@@ -5,7 +5,7 @@ DuckDB under the same snapshot_id with a new run id, so "lacking" means "this ru
 """
 
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 
 import duckdb
 
@@ -72,15 +72,16 @@ def _exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
 
 
 def missing_rows(conn: duckdb.DuckDBPyConnection, spec: HistoryTable,
-                 known_run_ids: set[str]) -> list[tuple]:
-    """The rows of every snapshot whose run id PostgreSQL does not hold, oldest first."""
+                 known_run_ids: set[str], since: datetime) -> list[tuple]:
+    """The rows of every snapshot since `since` (naive UTC) whose run id PostgreSQL does not
+    hold, oldest first; older ones are past the retention and stay out."""
     if not _exists(conn, spec.source_table):
         return []
     rows = conn.execute(
         f"SELECT {', '.join(spec.columns)} FROM ({spec.source_sql})"
-        " WHERE NOT list_contains($known::VARCHAR[], source_run_id)"
+        " WHERE NOT list_contains($known::VARCHAR[], source_run_id) AND snapshot_at >= $since"
         " ORDER BY ALL",
-        {"known": sorted(known_run_ids)},
+        {"known": sorted(known_run_ids), "since": since},
     ).fetchall()
     at = spec.columns.index("snapshot_at")
     # DuckDB keeps UTC as naive timestamps; PostgreSQL gets them as explicit UTC.

@@ -6,6 +6,7 @@ A failure anywhere rolls the whole export back.
 """
 
 import os
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class ExportSummary:
     assets: int
     runs_synced: int
     warehouse_file_bytes: int | None
+    rows_expired: int = 0
 
 
 def warehouse_file_bytes(database: str) -> int | None:
@@ -48,11 +50,14 @@ def export_metrics(
     asset_keys: Iterable[dg.AssetKey],
     export_run_id: str,
     reader: tuple[str, str] | None = None,
+    retention: timedelta = timedelta(days=400),
 ) -> ExportSummary:
     rows_added = {}
+    cutoff = datetime.now(timezone.utc) - retention
     with pg.connect(dsn) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [pg.EXPORT_LOCK_ID])
         pg.ensure_schema(conn)
+        expired = _expire(conn, cutoff)
         known = {
             spec.name: {r[0] for r in conn.execute(
                 sql.SQL("SELECT DISTINCT source_run_id FROM {}").format(pg.table(spec.name))
@@ -63,7 +68,9 @@ def export_metrics(
         if os.path.exists(warehouse.database):
             # Brief and read-only: the rows PostgreSQL lacks, then the warehouse is let go.
             with warehouse.get_connection(read_only=True) as duck:
-                new_rows = {s.name: missing_rows(duck, s, known[s.name]) for s in HISTORY_TABLES}
+                since = cutoff.replace(tzinfo=None)
+                new_rows = {s.name: missing_rows(duck, s, known[s.name], since)
+                            for s in HISTORY_TABLES}
         for spec in HISTORY_TABLES:
             rows = new_rows[spec.name]
             # A re-executed run replaced its snapshot in DuckDB: replace it here too.
@@ -90,4 +97,17 @@ def export_metrics(
                        "source_run_id", [(export_run_id, snapshots, runs, size)])
         if reader:
             pg.grant_reader(conn, *reader)
-    return ExportSummary(snapshots, rows_added, checks, assets, runs, size)
+    return ExportSummary(snapshots, rows_added, checks, assets, runs, size, expired)
+
+
+def _expire(conn, cutoff: datetime) -> int:
+    """Drop history older than the retention: snapshots by their time, runs by their start."""
+    removed = 0
+    for spec in HISTORY_TABLES:
+        removed += conn.execute(
+            sql.SQL("DELETE FROM {} WHERE snapshot_at < %s").format(pg.table(spec.name)), [cutoff]
+        ).rowcount
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE started_at < %s").format(pg.table("pipeline_runs")), [cutoff]
+    )
+    return removed
