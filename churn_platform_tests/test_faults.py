@@ -120,3 +120,28 @@ def test_a_full_disk_fails_clearly_and_keeps_the_last_good_tables(small_disk, sa
             assert now == rows, table  # the write that hit the full disk left no trace
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     assert run_elt(sample_csv, warehouse).success  # once there is room, the next run goes on
+
+
+def test_a_reader_holding_the_file_fails_the_run_after_the_wait_naming_it(
+    sample_csv, warehouse, monkeypatch
+):
+    """A notebook or BI tool with the warehouse open: bounded wait, a message saying who, no harm."""
+    run_elt(sample_csv, warehouse)
+    before = counts(warehouse)
+    monkeypatch.setenv("CHURN_DUCKDB_LOCK_TIMEOUT", "1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True);"
+         " print('ready', flush=True); sys.stdin.read()", str(warehouse)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = run_elt(sample_csv, warehouse, raise_on_error=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert f"PID {holder.pid}" in message and "CHURN_DUCKDB_LOCK_TIMEOUT" in message
+    assert counts(warehouse) == before
