@@ -7,13 +7,15 @@ limit (dagster_home/dagster.yaml) lets one warehouse run at a time: scheduled, s
 
 import dagster as dg
 
+from churn_platform import settings
 from churn_platform.assets import ELT_ASSETS
 
 WAREHOUSE_TAG = {"churn_platform/warehouse": "duckdb"}
 
-# The original Airflow DAG retried twice, five minutes apart. Bad input raises a Failure that
-# does not allow retries, so only transient faults (a held lock) wait for these.
-RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=300)
+# The original Airflow DAG retried twice, five minutes apart (CHURN_RETRY_DELAY_SECONDS). Bad
+# input raises a Failure that does not allow retries, so only transient faults (a held lock, an
+# unreachable metrics database) wait for these.
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=settings.retry_delay_seconds())
 
 churn_elt_job = dg.define_asset_job(
     name="churn_elt_job",

@@ -34,6 +34,10 @@ def duckdb_lock_timeout_seconds() -> float:
     return float(os.environ.get("CHURN_DUCKDB_LOCK_TIMEOUT", "60"))
 
 
+def retry_delay_seconds() -> float:
+    return float(os.environ.get("CHURN_RETRY_DELAY_SECONDS", "300"))
+
+
 def backup_dir() -> Path:
     return Path(os.environ.get("CHURN_BACKUP_DIR") or PROJECT_ROOT / "data" / "backups")
 

@@ -39,43 +39,69 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """An admin DSN (libpq key=value) for a running PostgreSQL server."""
-    if dsn := os.environ.get("CHURN_TEST_PG_DSN"):
-        yield dsn
-        return
+class PostgresCluster:
+    """A private PostgreSQL cluster in a temporary folder, on a free loopback port.
+
+    `stop()` and `start()` again keep its data and port: a server that goes away and comes back.
+    """
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="churn-pg-"))
+        self.data, self.sockets, self.port = self.root / "data", self.root / "sockets", _free_port()
+        self.sockets.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sockets, "postgres")
+        subprocess.run(
+            _as_postgres([str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                          "--auth=trust", "--encoding=UTF8", "--no-sync"]),
+            check=True, capture_output=True,
+        )
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args]),
+                       check=check, capture_output=True)
+
+    def start(self) -> "PostgresCluster":
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("-o", options, "-l", str(self.root / "server.log"), "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "immediate", "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pg_binaries() -> Path:
+    """The server binaries' folder; skips the test without them, and fails it under CI=true."""
     bin_dir = _pg_bin()
     if bin_dir is None:
         message = "PostgreSQL server binaries not found (apt-get install postgresql)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    root = Path(tempfile.mkdtemp(prefix="churn-pg-"))
-    data, sockets, port = root / "data", root / "sockets", _free_port()
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    subprocess.run(
-        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                      "--auth=trust", "--encoding=UTF8", "--no-sync"]),
-        check=True, capture_output=True,
-    )
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
-                      "-l", str(root / "server.log"), "-w", "start"]),
-        check=True, capture_output=True,
-    )
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """An admin DSN (libpq key=value) for a running PostgreSQL server."""
+    if dsn := os.environ.get("CHURN_TEST_PG_DSN"):
+        yield dsn
+        return
+    cluster = PostgresCluster(pg_binaries()).start()
     try:
-        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        yield cluster.dsn
     finally:
-        subprocess.run(
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
 
 
 @pytest.fixture
