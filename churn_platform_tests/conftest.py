@@ -12,7 +12,11 @@ from churn_platform.resources import build_resources
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform.warehouse import SqlTable, WarehouseIOManager
 
-pytest_plugins = ["churn_platform_tests.postgres", "churn_platform_tests.export_support"]
+pytest_plugins = [
+    "churn_platform_tests.postgres",
+    "churn_platform_tests.export_support",
+    "churn_platform_tests.stack",
+]
 
 REAL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "customer_churn_data.csv"
 

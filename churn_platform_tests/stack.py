@@ -1,0 +1,214 @@
+"""The docker compose stack without Docker: its files, its PostgreSQL init script and its Dagster
+processes, run directly on loopback as their containers would run them.
+
+Fixture `metrics_database`: the init script run against the test server, with unique names (roles
+are cluster-wide and other tests share the cluster), dropped afterwards.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from churn_platform.settings import PROJECT_ROOT
+from churn_platform_tests.postgres import _pg_bin
+
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+STACK_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
+STACK_WORKSPACE = PROJECT_ROOT / "deploy" / "workspace.yaml"
+INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "init-metrics.sh"
+METRICS_SCHEMA = "churn_metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def compose_services() -> dict:
+    """The services as written (YAML anchors resolved, ${...} left as they are)."""
+    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def on_loopback(argv: list[str], container_port: int, port: int) -> list[str]:
+    """A compose command as it runs here: bound to 127.0.0.1 and to a free port."""
+    out = []
+    for arg in argv:
+        if arg == "0.0.0.0":
+            arg = "127.0.0.1"
+        elif arg == str(container_port):
+            arg = str(port)
+        else:
+            arg = re.sub(rf":{container_port}\b", f":{port}", arg)
+        out.append(arg)
+    return out
+
+
+# --- the metrics database, made by the stack's own init script -----------------------------------
+
+@dataclass(frozen=True)
+class MetricsDatabase:
+    name: str
+    writer: str
+    reader: str
+    admin_dsn: str   # superuser, connected to the metrics database
+    writer_dsn: str  # what CHURN_METRICS_DSN holds in the stack
+    reader_dsn: str  # what Grafana connects as
+
+
+def run_init_script(admin_dsn: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run deploy/postgres/init-metrics.sh as the postgres image would: psql as the superuser."""
+    admin = conninfo_to_dict(admin_dsn)
+    bin_dir = _pg_bin()
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}" if bin_dir else os.environ["PATH"]
+    script_env = {
+        **os.environ, **env, "PATH": path,
+        "PGHOST": str(admin["host"]), "PGPORT": str(admin["port"]),
+        "POSTGRES_USER": str(admin["user"]), "POSTGRES_DB": str(admin["dbname"]),
+    }
+    return subprocess.run(["bash", str(INIT_SCRIPT)], env=script_env, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def metrics_database(pg_server: str) -> Iterator[MetricsDatabase]:
+    suffix = uuid.uuid4().hex[:10]
+    name, writer, reader = f"churn_metrics_{suffix}", f"exporter_{suffix}", f"grafana_{suffix}"
+    result = run_init_script(pg_server, {
+        "CHURN_METRICS_DB": name,
+        "CHURN_METRICS_USER": writer, "CHURN_METRICS_PASSWORD": f"pw-{suffix}",
+        "CHURN_GRAFANA_DB_USER": reader, "CHURN_GRAFANA_DB_PASSWORD": f"pw-r-{suffix}",
+    })
+    assert result.returncode == 0, result.stderr
+    try:
+        yield MetricsDatabase(
+            name=name, writer=writer, reader=reader,
+            admin_dsn=make_conninfo(pg_server, dbname=name),
+            writer_dsn=make_conninfo(pg_server, dbname=name, user=writer),
+            reader_dsn=make_conninfo(pg_server, dbname=name, user=reader),
+        )
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{writer}"')
+            conn.execute(f'DROP ROLE IF EXISTS "{reader}"')
+
+
+# --- processes --------------------------------------------------------------------------------
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of live processes whose environment holds name=value (anything a stack process spawned)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+class ProcessGroups:
+    """Each process started in a process group of its own (design notes, pitfall 5), so stopping it
+    also stops whatever it spawned: the code server's gRPC child, the run workers."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path):
+        self.log_dir, self.env, self.cwd = log_dir, env, cwd
+        self.started: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(argv, env=self.env, cwd=self.cwd, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.started[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop_all(self, grace_seconds: float = 30) -> None:
+        """SIGTERM every group, then SIGKILL what is still there after the grace period."""
+        for proc in self.started.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for proc in self.started.values():
+            while group_alive(proc.pid) and time.monotonic() < deadline:
+                proc.poll()  # reap the leader so the group can empty
+                time.sleep(0.2)
+            if group_alive(proc.pid):
+                _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until(what: str, probe, timeout: float, interval: float = 1.0, on_timeout=lambda: ""):
+    """Poll probe() until it returns something truthy; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s\n{on_timeout()}")
+        time.sleep(interval)
+
+
+def command_succeeds(argv: list[str], env: dict[str, str], cwd: Path) -> bool:
+    try:
+        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def venv_path() -> str:
+    """PATH with this interpreter's scripts first, so `dagster` is the project's own."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+# --- GraphQL --------------------------------------------------------------------------------------
+
+class GraphQL:
+    """The webserver's GraphQL API, as the UI and scripts use it: plain HTTP POSTs."""
+
+    def __init__(self, base_url: str):
+        self.url = f"{base_url}/graphql"
+
+    def __call__(self, query: str, **variables) -> dict:
+        response = requests.post(self.url, json={"query": query, "variables": variables}, timeout=60)
+        assert response.ok, f"HTTP {response.status_code}: {response.text[:2000]}"
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
