@@ -1,0 +1,39 @@
+# One image for the code server, the webserver and the daemon of the docker compose stack.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/dagster/app
+
+# Dependencies first, read from the project's own metadata: this layer is rebuilt only when
+# pyproject.toml changes, not on every code change.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+
+# Then the code, the sample data and the stack's instance and workspace files.
+COPY churn_platform ./churn_platform
+COPY data/customer_churn_data.csv ./data/customer_churn_data.csv
+COPY deploy ./deploy
+RUN pip install --no-deps -e . \
+ && mkdir -p /opt/dagster/home/storage /opt/dagster/warehouse \
+ && cp deploy/dagster.yaml /opt/dagster/home/dagster.yaml
+
+# Runs as an unprivileged user. The volume mount points are created (and owned) here, so the named
+# volumes start out writable by this user.
+RUN useradd --system --uid 10001 --home-dir /opt/dagster dagster \
+ && chown -R dagster:dagster /opt/dagster/home /opt/dagster/warehouse
+USER dagster
+
+ENV DAGSTER_HOME=/opt/dagster/home \
+    CHURN_DUCKDB_PATH=/opt/dagster/warehouse/churn_warehouse.duckdb \
+    CHURN_SOURCE_CSV=/opt/dagster/app/data/customer_churn_data.csv
+
+# The compose file gives each service its command; alone, the image serves the code.
+EXPOSE 4000
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "churn_platform.definitions"]
