@@ -16,6 +16,7 @@ from churn_platform_tests.stack import COMPOSE_FILE, ENV_EXAMPLE, STACK_WORKSPAC
 
 DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
+PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
 
 
 def _compose(env_file) -> subprocess.CompletedProcess:
@@ -39,8 +40,9 @@ def _env_example() -> dict[str, str]:
 
 @pytest.fixture
 def env_values(tmp_path) -> dict[str, str]:
-    """.env.example as a user fills it in: every password set."""
-    return {k: (f"secret-{k.lower()}" if k.endswith("PASSWORD") else v) for k, v in _env_example().items()}
+    """.env.example as a user fills it in: every password set, and the alerts' webhook."""
+    values = {k: (f"secret-{k.lower()}" if k.endswith("PASSWORD") else v) for k, v in _env_example().items()}
+    return {**values, "CHURN_ALERT_WEBHOOK_URL": "https://alerts.example.com/churn"}
 
 
 @pytest.fixture
@@ -139,6 +141,41 @@ def test_bind_mounts_point_at_files_in_the_repository(resolved):
                 assert os.path.exists(source), f"{name} mounts {source}, which is missing"
 
 
+def _provisioning() -> dict[str, dict]:
+    return {str(path.relative_to(PROVISIONING)): yaml.safe_load(path.read_text())
+            for path in sorted(PROVISIONING.rglob("*.y*ml"))}
+
+
+def test_grafana_gets_every_variable_its_provisioning_reads(resolved):
+    env = resolved["services"]["grafana"]["environment"]
+    files = list(PROVISIONING.rglob("*.y*ml"))
+    assert files
+    for path in files:
+        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text):
+            assert env.get(name), f"{path.name} reads ${name}, which compose does not give Grafana"
+
+
+def test_grafana_loads_the_dashboards_from_where_compose_mounts_them(resolved):
+    mounts = _volumes(resolved["services"]["grafana"])
+    providers = [p for f, doc in _provisioning().items() if f.startswith("dashboards/") for p in doc["providers"]]
+    assert providers
+    for provider in providers:
+        source = mounts.get(provider["options"]["path"])
+        assert source == str(PROJECT_ROOT / "grafana" / "dashboards"), provider
+        assert list((PROJECT_ROOT / "grafana" / "dashboards").glob("*.json"))
+
+
+def test_grafana_reads_as_the_role_the_init_script_made_read_only(resolved, env_values):
+    services = resolved["services"]
+    reader = env_values["CHURN_GRAFANA_DB_USER"]
+    assert services["grafana"]["environment"]["CHURN_GRAFANA_DB_USER"] == reader
+    assert services["postgres"]["environment"]["CHURN_GRAFANA_DB_USER"] == reader
+    assert reader != env_values["CHURN_METRICS_USER"]
+    # The roles exist before the export runs: it gets no reader password and so needs no CREATEROLE.
+    assert "CHURN_GRAFANA_DB_PASSWORD" not in services["code-server"]["environment"]
+
+
 def test_the_dagster_services_run_the_stack_instance_and_workspace(resolved):
     services = resolved["services"]
     for name in ("webserver", "daemon"):
@@ -170,7 +207,7 @@ def test_credentials_come_from_the_env_file_only(resolved, env_values):
 def test_compose_refuses_to_start_while_a_password_is_empty():
     result = _compose(ENV_EXAMPLE)  # as committed: every password empty
     assert result.returncode != 0
-    assert re.search(r"set \w+PASSWORD in \.env", result.stderr), result.stderr
+    assert re.search(r"set \w+ in \.env", result.stderr), result.stderr
 
 
 def test_every_variable_compose_reads_is_in_the_env_example():
