@@ -64,3 +64,7 @@ def test_runs_are_queued_one_warehouse_writer_at_a_time(stack_instance):
 
 def test_runs_start_beside_the_code_server_where_the_warehouse_is_mounted(stack_instance):
     assert isinstance(stack_instance.run_launcher, DefaultRunLauncher)
+
+
+def test_the_schedule_does_not_catch_up_a_backlog(stack_instance):
+    assert stack_instance.scheduler.max_catchup_runs == 1
