@@ -21,17 +21,18 @@ COPY churn_platform ./churn_platform
 COPY data/customer_churn_data.csv ./data/customer_churn_data.csv
 COPY deploy ./deploy
 RUN pip install --no-deps -e . \
- && mkdir -p /opt/dagster/home/storage /opt/dagster/warehouse \
+ && mkdir -p /opt/dagster/home/storage /opt/dagster/warehouse /opt/dagster/backups \
  && cp deploy/dagster.yaml /opt/dagster/home/dagster.yaml
 
 # Runs as an unprivileged user. The volume mount points are created (and owned) here, so the named
 # volumes start out writable by this user.
 RUN useradd --system --uid 10001 --home-dir /opt/dagster dagster \
- && chown -R dagster:dagster /opt/dagster/home /opt/dagster/warehouse
+ && chown -R dagster:dagster /opt/dagster/home /opt/dagster/warehouse /opt/dagster/backups
 USER dagster
 
 ENV DAGSTER_HOME=/opt/dagster/home \
     CHURN_DUCKDB_PATH=/opt/dagster/warehouse/churn_warehouse.duckdb \
+    CHURN_BACKUP_DIR=/opt/dagster/backups \
     CHURN_SOURCE_CSV=/opt/dagster/app/data/customer_churn_data.csv
 
 # The compose file gives each service its command; alone, the image serves the code.

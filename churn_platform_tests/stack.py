@@ -27,6 +27,7 @@ from churn_platform.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import _pg_bin
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 STACK_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 STACK_WORKSPACE = PROJECT_ROOT / "deploy" / "workspace.yaml"
@@ -43,6 +44,21 @@ def free_port() -> int:
 def compose_services() -> dict:
     """The services as written (YAML anchors resolved, ${...} left as they are)."""
     return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+
+
+def dockerfile_lines() -> list[str]:
+    """Dockerfile instructions, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The environment the image sets (ENV)."""
+    env = {}
+    for line in dockerfile_lines():
+        if line.startswith("ENV "):
+            env.update(dict(re.findall(r"(\w+)=(\S+)", line)))
+    return env
 
 
 def on_loopback(argv: list[str], container_port: int, port: int) -> list[str]:
@@ -141,6 +157,7 @@ class ProcessGroups:
     def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path):
         self.log_dir, self.env, self.cwd = log_dir, env, cwd
         self.started: dict[str, subprocess.Popen] = {}
+        self.killed: list[str] = []  # groups that outlived SIGTERM
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
@@ -154,15 +171,17 @@ class ProcessGroups:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
 
     def stop_all(self, grace_seconds: float = 30) -> None:
-        """SIGTERM every group, then SIGKILL what is still there after the grace period."""
+        """SIGTERM to each leader, as `docker compose stop` sends it to a container's main process;
+        whatever of a group is still there after the grace period is killed."""
         for proc in self.started.values():
-            _signal_group(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         for proc in self.started.values():
             while group_alive(proc.pid) and time.monotonic() < deadline:
                 proc.poll()  # reap the leader so the group can empty
                 time.sleep(0.2)
             if group_alive(proc.pid):
+                self.killed.append(proc.args[0])
                 _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 

@@ -12,10 +12,16 @@ import pytest
 import yaml
 
 from churn_platform.settings import PROJECT_ROOT
-from churn_platform_tests.stack import COMPOSE_FILE, ENV_EXAMPLE, STACK_WORKSPACE, venv_path
+from churn_platform_tests.stack import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    STACK_WORKSPACE,
+    dockerfile_env,
+    dockerfile_lines,
+    venv_path,
+)
 
 DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
-DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
 
 
@@ -87,6 +93,7 @@ def test_the_stack_has_its_five_services(resolved):
     assert len(images) == 1, "one image for the code server, webserver and daemon"
     for name in DAGSTER_SERVICES:
         assert services[name]["build"]["context"] == str(PROJECT_ROOT)
+        assert services[name]["init"] is True
 
 
 def test_every_service_has_a_health_check_and_waits_for_what_it_needs(resolved):
@@ -114,15 +121,17 @@ def test_the_dagster_ui_and_grafana_are_published_on_different_host_ports(resolv
 def test_data_lives_in_named_volumes_and_the_warehouse_only_beside_the_code(resolved):
     services = resolved["services"]
     declared = set(resolved["volumes"])
-    assert {"postgres_data", "warehouse", "dagster_storage", "grafana_data"} <= declared
+    assert {"postgres_data", "warehouse", "backups", "dagster_storage", "grafana_data"} <= declared
     assert _volumes(services["postgres"])["/var/lib/postgresql/data"] == "postgres_data"
     assert _volumes(services["grafana"])["/var/lib/grafana"] == "grafana_data"
-    # Runs start in the code server (DefaultRunLauncher): the one container with the DuckDB file.
-    duckdb_path = _dockerfile_env()["CHURN_DUCKDB_PATH"]
-    with_warehouse = [name for name, s in services.items() if "warehouse" in _volumes(s).values()]
-    assert with_warehouse == ["code-server"]
-    mount = next(t for t, s in _volumes(services["code-server"]).items() if s == "warehouse")
-    assert duckdb_path.startswith(mount + "/")
+    # Runs start in the code server (DefaultRunLauncher): the one container with the DuckDB file
+    # and its backups, each on a named volume of its own.
+    code_server = {source: target for target, source in _volumes(services["code-server"]).items()}
+    for volume, setting in (("warehouse", "CHURN_DUCKDB_PATH"), ("backups", "CHURN_BACKUP_DIR")):
+        with_volume = [name for name, s in services.items() if volume in _volumes(s).values()]
+        assert with_volume == ["code-server"], volume
+        path = dockerfile_env()[setting]
+        assert path == code_server[volume] or path.startswith(code_server[volume] + "/"), setting
     # Runs write compute logs in the code server; the webserver shows them.
     for name in ("code-server", "webserver"):
         assert _volumes(services[name])["/opt/dagster/home/storage"] == "dagster_storage"
@@ -224,22 +233,8 @@ def test_env_file_and_secrets_stay_out_of_git_and_the_image():
     assert not [rule for rule in rules if rule.startswith("!") and ".env" in rule]
 
 
-def _dockerfile() -> list[str]:
-    """Dockerfile instructions, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-def _dockerfile_env() -> dict[str, str]:
-    env = {}
-    for line in _dockerfile():
-        if line.startswith("ENV "):
-            env.update(dict(re.findall(r"(\w+)=(\S+)", line)))
-    return env
-
-
 def test_dockerfile_slim_python_cached_dependencies_non_root_no_secrets():
-    lines = _dockerfile()
+    lines = dockerfile_lines()
     assert lines[0] == "FROM python:3.11-slim"
     copies = [line for line in lines if line.startswith("COPY ")]
     install_deps = next(i for i, line in enumerate(lines) if "pip install -r" in line)
@@ -248,13 +243,13 @@ def test_dockerfile_slim_python_cached_dependencies_non_root_no_secrets():
     assert copies[0] == "COPY pyproject.toml ./"
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert not [k for k in _dockerfile_env() if re.search("PASSWORD|SECRET|KEY|DSN", k)]
+    assert not [k for k in dockerfile_env() if re.search("PASSWORD|SECRET|KEY|DSN", k)]
     assert not [line for line in lines if line.startswith("ARG ")]
 
 
 def test_dockerfile_installs_exactly_the_projects_dependencies(tmp_path):
     """The dependency step, run as written in the Dockerfile, lists pyproject.toml's dependencies."""
-    step = next(line for line in _dockerfile() if "tomllib" in line)
+    step = next(line for line in dockerfile_lines() if "tomllib" in line)
     command = re.search(r'(python -c ".*?")\s*>', step).group(1)
     result = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env={**os.environ, "PATH": venv_path()},
                             capture_output=True, text=True, timeout=60)
