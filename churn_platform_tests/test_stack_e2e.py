@@ -1,0 +1,273 @@
+"""The stack as its users drive it, without Docker: the code server, webserver and daemon started
+from the compose file's own commands, on loopback, with the stack's dagster.yaml against a real
+PostgreSQL; a run launched and followed through GraphQL, the sensor's export landing in the
+metrics database, the hourly schedule's next tick turned into a run, and nothing left running.
+"""
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from churn_platform.definitions import defs
+from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform_tests.stack import (
+    METRICS_SCHEMA,
+    STACK_INSTANCE,
+    GraphQL,
+    ProcessGroups,
+    command_succeeds,
+    compose_services,
+    dockerfile_env,
+    free_port,
+    group_alive,
+    on_loopback,
+    processes_with_env,
+    venv_path,
+    wait_until,
+)
+
+LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
+WAREHOUSE_TAG = "churn_platform/warehouse"
+EXPORT_JOB = "metrics_export_job"
+BACKUP_JOB = "warehouse_backup_job"
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId jobName status startTime endTime tags { key value } }
+  }
+}"""
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId jobName status startTime endTime tags { key value } } }
+  }
+}"""
+
+CHECKS = """
+query Checks {
+  assetNodes {
+    assetKey { path }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          blocking
+          executionForLatestMaterialization {
+            runId
+            status
+            evaluation { success severity }
+          }
+        }
+      }
+    }
+  }
+}"""
+
+SCHEDULE = """
+query Schedule($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) {
+    __typename
+    ... on Schedule {
+      cronSchedule
+      scheduleState { status }
+      futureTicks(limit: 1) { results { timestamp } }
+    }
+  }
+}"""
+
+DRY_RUN = """
+mutation DryRun($selector: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult {
+        runRequests { runKey runConfigYaml tags { key value } }
+        skipReason
+        error { message }
+      }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+DAEMONS = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }
+"""
+
+DEFAULT_TIMEOUT = 180
+SAMPLE_ROWS = len(SAMPLE_CSV.read_text().splitlines()) - 1  # one line per record, after the header
+
+
+@pytest.fixture
+def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
+    """The environment the image and compose give the Dagster containers: the image's paths under
+    tmp_path (the project's own files where the image copies them), loopback for service names."""
+    def here(path: str) -> str:
+        return path.replace("/opt/dagster/app", str(PROJECT_ROOT)).replace("/opt/dagster", str(tmp_path))
+
+    image = {name: here(value) for name, value in dockerfile_env().items()}
+    # What the image creates: the instance folder with the stack's dagster.yaml, the volumes' mount points.
+    home = Path(image["DAGSTER_HOME"])
+    home.mkdir()
+    shutil.copy(STACK_INSTANCE, home / "dagster.yaml")
+    Path(image["CHURN_DUCKDB_PATH"]).parent.mkdir()
+    Path(image["CHURN_BACKUP_DIR"]).mkdir()
+    pg = conninfo_to_dict(pg_dsn)
+    return {
+        **os.environ,
+        **image,
+        "PATH": venv_path(),
+        "DAGSTER_PG_HOST": str(pg["host"]),
+        "DAGSTER_PG_PORT": str(pg["port"]),
+        "DAGSTER_PG_USER": str(pg["user"]),
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": str(pg["dbname"]),
+        "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
+        "DAGSTER_CODE_SERVER_PORT": str(free_port()),
+        "CHURN_METRICS_DSN": metrics_database.writer_dsn,
+        "CHURN_PSEUDONYMIZATION_KEY": "",
+    }
+
+
+def _run(gql: GraphQL, run_id: str) -> dict:
+    run = gql(RUN, runId=run_id)["runOrError"]
+    assert run["__typename"] == "Run", run
+    return run
+
+
+def _finished(gql: GraphQL, run_id: str) -> dict | None:
+    run = _run(gql, run_id)
+    return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+
+def _launch(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}"):
+    params = {
+        "selector": {**LOCATION, "jobName": job},
+        "runConfigData": run_config,
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    result = gql(LAUNCH, params=params)["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_path):
+    services = compose_services()
+    for name in ("code-server", "webserver", "daemon"):
+        missing = set(services[name]["environment"]) - set(stack_env)
+        assert not missing, f"{name}: the test environment lacks {missing} that compose sets"
+
+    code_port = int(stack_env["DAGSTER_CODE_SERVER_PORT"])
+    web_port = free_port()
+    (tmp_path / "logs").mkdir()
+    procs = ProcessGroups(tmp_path / "logs", stack_env, PROJECT_ROOT)
+    logs = lambda: "\n".join(f"--- {n}\n{procs.log(n)}" for n in procs.started)  # noqa: E731
+    home = stack_env["DAGSTER_HOME"]
+    try:
+        # The order compose's depends_on gives: the code server healthy first, then the others.
+        code = services["code-server"]
+        procs.start("code-server", on_loopback(code["command"], 4000, code_port))
+        wait_until("the code server's health check",
+                   lambda: command_succeeds(on_loopback(code["healthcheck"]["test"][1:], 4000, code_port),
+                                            stack_env, PROJECT_ROOT),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
+        web = services["webserver"]
+        procs.start("webserver", on_loopback(web["command"], 3000, web_port))
+        procs.start("daemon", services["daemon"]["command"])
+        wait_until("the webserver's health check",
+                   lambda: command_succeeds(on_loopback(web["healthcheck"]["test"][1:], 3000, web_port),
+                                            stack_env, PROJECT_ROOT),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
+        gql = GraphQL(f"http://127.0.0.1:{web_port}")
+
+        # A manual run, and right behind it the hourly schedule's next tick turned into a run the
+        # way the UI's "Test schedule" does: evaluated by the code server, launched with its tags.
+        manual_run = _launch(gql, "churn_elt_job")
+        selector = {**LOCATION, "scheduleName": "hourly_churn_elt"}
+        schedule = gql(SCHEDULE, selector=selector)["scheduleOrError"]
+        assert schedule["__typename"] == "Schedule", schedule
+        assert schedule["scheduleState"]["status"] == "RUNNING"
+        next_tick = schedule["futureTicks"]["results"][0]["timestamp"]
+        tick_time = datetime.fromtimestamp(next_tick, tz=timezone.utc)
+        assert (tick_time.minute, tick_time.second) == (0, 0)
+        dry_run = gql(DRY_RUN, selector=selector, timestamp=next_tick)["scheduleDryRun"]
+        assert dry_run["__typename"] == "DryRunInstigationTick", dry_run
+        [request] = dry_run["evaluationResult"]["runRequests"]
+        tick_tags = {t["key"]: t["value"] for t in request["tags"]}
+        assert tick_tags["dagster/schedule_name"] == "hourly_churn_elt"
+        scheduled_run = _launch(gql, "churn_elt_job", tick_tags, request["runConfigYaml"])
+
+        for run_id in (manual_run, scheduled_run):
+            run = wait_until(f"run {run_id}", lambda: _finished(gql, run_id), DEFAULT_TIMEOUT,
+                             on_timeout=logs)
+            assert run["status"] == "SUCCESS", logs()
+
+        # Every asset check, read back as the UI reads it: each one evaluated after the latest
+        # materialization of its asset, and none of ERROR severity failed.
+        nodes = gql(CHECKS)["assetNodes"]
+        checks = {(tuple(node["assetKey"]["path"]), c["name"]): c["executionForLatestMaterialization"]
+                  for node in nodes for c in node["assetChecksOrError"].get("checks", [])}
+        defined = {(tuple(k.asset_key.path), k.name) for k in defs.get_repository_def().asset_graph.asset_check_keys}
+        assert set(checks) == defined
+        assert checks[(("analytics", "customer_churn"), "row_count_parity")]["runId"] in (manual_run, scheduled_run)
+        not_evaluated = {k: e for k, e in checks.items() if e is None or e["status"] not in ("SUCCEEDED", "FAILED")}
+        assert not not_evaluated, not_evaluated
+        errors = {k: e for k, e in checks.items()
+                  if e["status"] == "FAILED" and e["evaluation"]["severity"] == "ERROR"}
+        assert not errors, errors
+
+        # The daemon's sensor notices the new metrics snapshot and the queue runs the export.
+        export = wait_until(
+            "the sensor's export run",
+            lambda: [r for r in gql(RUNS, filter={"pipelineName": EXPORT_JOB})["runsOrError"]["results"]
+                     if r["status"] in ("SUCCESS", "FAILURE")],
+            DEFAULT_TIMEOUT, on_timeout=logs,
+        )
+        assert {r["status"] for r in export} == {"SUCCESS"}, logs()
+        # Read as Grafana reads it: through the read-only role.
+        with psycopg.connect(metrics_database.reader_dsn) as conn:
+            exported = dict(conn.execute(
+                f"SELECT source_run_id, total_records FROM {METRICS_SCHEMA}.kpi_snapshots").fetchall())
+        assert exported[manual_run] == SAMPLE_ROWS
+
+        daemons = gql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        assert all(d["healthy"] for d in daemons if d["required"]), daemons
+
+        # Stop when idle, as an operator would: no run left queued or in flight.
+        wait_until("the run queue to drain",
+                   lambda: not gql(RUNS, filter={"statuses": ["QUEUED", "STARTING", "STARTED"]})
+                   ["runsOrError"]["results"], DEFAULT_TIMEOUT, on_timeout=logs)
+
+        # One warehouse run at a time, whoever started it (manual, schedule, sensor): the queue
+        # never let two of them overlap.
+        runs = gql(RUNS, filter={"tags": [{"key": WAREHOUSE_TAG, "value": "duckdb"}]})["runsOrError"]["results"]
+        assert {r["jobName"] for r in runs} == {"churn_elt_job", EXPORT_JOB, BACKUP_JOB}
+        assert {r["status"] for r in runs} == {"SUCCESS"}
+        spans = sorted((r["startTime"], r["endTime"]) for r in runs)
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
+    finally:
+        procs.stop_all()
+
+    for proc in procs.started.values():
+        assert not group_alive(proc.pid)
+    assert processes_with_env("DAGSTER_HOME", home) == []
+    # The backups landed on what is the backup volume in the stack.
+    assert list(Path(stack_env["CHURN_BACKUP_DIR"]).iterdir())
