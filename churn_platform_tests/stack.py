@@ -49,7 +49,11 @@ def compose_services() -> dict:
 def dockerfile_lines() -> list[str]:
     """Dockerfile instructions, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def dockerfile_env() -> dict[str, str]:
@@ -77,12 +81,13 @@ def on_loopback(argv: list[str], container_port: int, port: int) -> list[str]:
 
 # --- the metrics database, made by the stack's own init script -----------------------------------
 
+
 @dataclass(frozen=True)
 class MetricsDatabase:
     name: str
     writer: str
     reader: str
-    admin_dsn: str   # superuser, connected to the metrics database
+    admin_dsn: str  # superuser, connected to the metrics database
     writer_dsn: str  # what CHURN_METRICS_DSN holds in the stack
     reader_dsn: str  # what Grafana connects as
 
@@ -93,27 +98,39 @@ def run_init_script(admin_dsn: str, env: dict[str, str]) -> subprocess.Completed
     bin_dir = _pg_bin()
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}" if bin_dir else os.environ["PATH"]
     script_env = {
-        **os.environ, **env, "PATH": path,
-        "PGHOST": str(admin["host"]), "PGPORT": str(admin["port"]),
-        "POSTGRES_USER": str(admin["user"]), "POSTGRES_DB": str(admin["dbname"]),
+        **os.environ,
+        **env,
+        "PATH": path,
+        "PGHOST": str(admin["host"]),
+        "PGPORT": str(admin["port"]),
+        "POSTGRES_USER": str(admin["user"]),
+        "POSTGRES_DB": str(admin["dbname"]),
     }
-    return subprocess.run(["bash", str(INIT_SCRIPT)], env=script_env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(INIT_SCRIPT)], env=script_env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
 def metrics_database(pg_server: str) -> Iterator[MetricsDatabase]:
     suffix = uuid.uuid4().hex[:10]
     name, writer, reader = f"churn_metrics_{suffix}", f"exporter_{suffix}", f"grafana_{suffix}"
-    result = run_init_script(pg_server, {
-        "CHURN_METRICS_DB": name,
-        "CHURN_METRICS_USER": writer, "CHURN_METRICS_PASSWORD": f"pw-{suffix}",
-        "CHURN_GRAFANA_DB_USER": reader, "CHURN_GRAFANA_DB_PASSWORD": f"pw-r-{suffix}",
-    })
+    result = run_init_script(
+        pg_server,
+        {
+            "CHURN_METRICS_DB": name,
+            "CHURN_METRICS_USER": writer,
+            "CHURN_METRICS_PASSWORD": f"pw-{suffix}",
+            "CHURN_GRAFANA_DB_USER": reader,
+            "CHURN_GRAFANA_DB_PASSWORD": f"pw-r-{suffix}",
+        },
+    )
     assert result.returncode == 0, result.stderr
     try:
         yield MetricsDatabase(
-            name=name, writer=writer, reader=reader,
+            name=name,
+            writer=writer,
+            reader=reader,
             admin_dsn=make_conninfo(pg_server, dbname=name),
             writer_dsn=make_conninfo(pg_server, dbname=name, user=writer),
             reader_dsn=make_conninfo(pg_server, dbname=name, user=reader),
@@ -127,8 +144,9 @@ def metrics_database(pg_server: str) -> Iterator[MetricsDatabase]:
 
 # --- processes --------------------------------------------------------------------------------
 
+
 def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids of live processes whose environment holds name=value (anything a stack process spawned)."""
+    """Pids of live processes whose environment holds name=value: what stack processes spawned."""
     needle = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -161,8 +179,14 @@ class ProcessGroups:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=self.env, cwd=self.cwd, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.started[name] = proc
         return proc
@@ -207,7 +231,9 @@ def wait_until(what: str, probe, timeout: float, interval: float = 1.0, on_timeo
 
 def command_succeeds(argv: list[str], env: dict[str, str], cwd: Path) -> bool:
     try:
-        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=60).returncode == 0
+        return (
+            subprocess.run(argv, env=env, cwd=cwd, capture_output=True, timeout=60).returncode == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -219,6 +245,7 @@ def venv_path() -> str:
 
 # --- GraphQL --------------------------------------------------------------------------------------
 
+
 class GraphQL:
     """The webserver's GraphQL API, as the UI and scripts use it: plain HTTP POSTs."""
 
@@ -226,7 +253,9 @@ class GraphQL:
         self.url = f"{base_url}/graphql"
 
     def __call__(self, query: str, **variables) -> dict:
-        response = requests.post(self.url, json={"query": query, "variables": variables}, timeout=60)
+        response = requests.post(
+            self.url, json={"query": query, "variables": variables}, timeout=60
+        )
         assert response.ok, f"HTTP {response.status_code}: {response.text[:2000]}"
         body = response.json()
         assert not body.get("errors"), body["errors"]

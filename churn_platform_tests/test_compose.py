@@ -28,26 +28,43 @@ PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
 def _compose(env_file) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     if binary is None:
-        message = "docker-compose not found (apt-get install --no-install-recommends docker-compose)"
+        message = (
+            "docker-compose not found (apt-get install --no-install-recommends docker-compose)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return subprocess.run(
-        [binary, "--project-directory", str(PROJECT_ROOT), "-f", str(COMPOSE_FILE),
-         "--env-file", str(env_file), "config"],
-        capture_output=True, text=True, timeout=60,
+        [
+            binary,
+            "--project-directory",
+            str(PROJECT_ROOT),
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(env_file),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def _env_example() -> dict[str, str]:
-    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
+    ]
     return dict(line.split("=", 1) for line in lines)
 
 
 @pytest.fixture
 def env_values(tmp_path) -> dict[str, str]:
     """.env.example as a user fills it in: every password set, and the alerts' webhook."""
-    values = {k: (f"secret-{k.lower()}" if k.endswith("PASSWORD") else v) for k, v in _env_example().items()}
+    values = {
+        k: (f"secret-{k.lower()}" if k.endswith("PASSWORD") else v)
+        for k, v in _env_example().items()
+    }
     return {**values, "CHURN_ALERT_WEBHOOK_URL": "https://alerts.example.com/churn"}
 
 
@@ -101,7 +118,9 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs(resolved):
     for name, service in services.items():
         assert service["healthcheck"]["test"], name
         assert service.get("restart") == "unless-stopped", name
-    healthy = lambda name: {k: v["condition"] for k, v in services[name]["depends_on"].items()}  # noqa: E731
+    healthy = lambda name: {
+        k: v["condition"] for k, v in services[name]["depends_on"].items()
+    }  # noqa: E731
     assert healthy("code-server") == {"postgres": "service_healthy"}
     assert healthy("grafana") == {"postgres": "service_healthy"}
     for name in ("webserver", "daemon"):
@@ -140,7 +159,9 @@ def test_data_lives_in_named_volumes_and_the_warehouse_only_beside_the_code(reso
 def test_bind_mounts_point_at_files_in_the_repository(resolved):
     services = resolved["services"]
     postgres = _volumes(services["postgres"])
-    assert postgres["/docker-entrypoint-initdb.d/init-metrics.sh"] == str(PROJECT_ROOT / "deploy/postgres/init-metrics.sh")
+    assert postgres["/docker-entrypoint-initdb.d/init-metrics.sh"] == str(
+        PROJECT_ROOT / "deploy/postgres/init-metrics.sh"
+    )
     grafana = _volumes(services["grafana"])
     provisioning = grafana["/etc/grafana/provisioning"]
     assert provisioning == str(PROJECT_ROOT / "grafana" / "provisioning")
@@ -151,8 +172,10 @@ def test_bind_mounts_point_at_files_in_the_repository(resolved):
 
 
 def _provisioning() -> dict[str, dict]:
-    return {str(path.relative_to(PROVISIONING)): yaml.safe_load(path.read_text())
-            for path in sorted(PROVISIONING.rglob("*.y*ml"))}
+    return {
+        str(path.relative_to(PROVISIONING)): yaml.safe_load(path.read_text())
+        for path in sorted(PROVISIONING.rglob("*.y*ml"))
+    }
 
 
 def test_grafana_gets_every_variable_its_provisioning_reads(resolved):
@@ -160,14 +183,21 @@ def test_grafana_gets_every_variable_its_provisioning_reads(resolved):
     files = list(PROVISIONING.rglob("*.y*ml"))
     assert files
     for path in files:
-        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        text = "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+        )
         for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text):
             assert env.get(name), f"{path.name} reads ${name}, which compose does not give Grafana"
 
 
 def test_grafana_loads_the_dashboards_from_where_compose_mounts_them(resolved):
     mounts = _volumes(resolved["services"]["grafana"])
-    providers = [p for f, doc in _provisioning().items() if f.startswith("dashboards/") for p in doc["providers"]]
+    providers = [
+        p
+        for f, doc in _provisioning().items()
+        if f.startswith("dashboards/")
+        for p in doc["providers"]
+    ]
     assert providers
     for provider in providers:
         source = mounts.get(provider["options"]["path"])
@@ -190,14 +220,20 @@ def test_the_dagster_services_run_the_stack_instance_and_workspace(resolved):
     for name in ("webserver", "daemon"):
         command = services[name]["command"]
         workspace = command[command.index("-w") + 1]
-        assert PROJECT_ROOT / workspace == STACK_WORKSPACE, "the image's WORKDIR is the project root"
+        assert (
+            PROJECT_ROOT / workspace == STACK_WORKSPACE
+        ), "the image's WORKDIR is the project root"
     env = services["code-server"]["environment"]
-    assert env["DAGSTER_CODE_SERVER_PORT"] == "4000" and "4000" in services["code-server"]["command"]
+    assert (
+        env["DAGSTER_CODE_SERVER_PORT"] == "4000" and "4000" in services["code-server"]["command"]
+    )
 
 
 def test_credentials_come_from_the_env_file_only(resolved, env_values):
     services = resolved["services"]
-    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == env_values["POSTGRES_PASSWORD"]
+    assert (
+        services["postgres"]["environment"]["POSTGRES_PASSWORD"] == env_values["POSTGRES_PASSWORD"]
+    )
     dsn = services["code-server"]["environment"]["CHURN_METRICS_DSN"]
     assert f"password={env_values['CHURN_METRICS_PASSWORD']}" in dsn
     assert f"user={env_values['CHURN_METRICS_USER']}" in dsn
@@ -227,8 +263,11 @@ def test_every_variable_compose_reads_is_in_the_env_example():
 def test_env_file_and_secrets_stay_out_of_git_and_the_image():
     assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().splitlines()
     # The build context starts from nothing ("*") and lets back in only what the image needs.
-    rules = [line for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    rules = [
+        line
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert rules[0] == "*"
     assert not [rule for rule in rules if rule.startswith("!") and ".env" in rule]
 
@@ -248,11 +287,19 @@ def test_dockerfile_slim_python_cached_dependencies_non_root_no_secrets():
 
 
 def test_dockerfile_installs_exactly_the_projects_dependencies(tmp_path):
-    """The dependency step, run as written in the Dockerfile, lists pyproject.toml's dependencies."""
+    """The dependency step, as the Dockerfile runs it, lists pyproject.toml's dependencies."""
     step = next(line for line in dockerfile_lines() if "tomllib" in line)
     command = re.search(r'(python -c ".*?")\s*>', step).group(1)
-    result = subprocess.run(["bash", "-c", command], cwd=PROJECT_ROOT, env={**os.environ, "PATH": venv_path()},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PATH": venv_path()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    expected = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    expected = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
     assert result.stdout.splitlines() == expected

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from churn_platform import jobs
 from churn_platform.definitions import defs
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform_tests.stack import (
@@ -32,7 +33,7 @@ from churn_platform_tests.stack import (
 )
 
 LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
-WAREHOUSE_TAG = "churn_platform/warehouse"
+[WAREHOUSE_TAG] = jobs.WAREHOUSE_TAG
 EXPORT_JOB = "metrics_export_job"
 BACKUP_JOB = "warehouse_backup_job"
 
@@ -113,6 +114,8 @@ DAEMONS = """
 """
 
 DEFAULT_TIMEOUT = 180
+DONE = ("SUCCESS", "FAILURE", "CANCELED")
+EVALUATED = ("SUCCEEDED", "FAILED")  # passed, or evaluated and not passed (not skipped or errored)
 SAMPLE_ROWS = len(SAMPLE_CSV.read_text().splitlines()) - 1  # one line per record, after the header
 
 
@@ -120,11 +123,13 @@ SAMPLE_ROWS = len(SAMPLE_CSV.read_text().splitlines()) - 1  # one line per recor
 def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
     """The environment the image and compose give the Dagster containers: the image's paths under
     tmp_path (the project's own files where the image copies them), loopback for service names."""
+
     def here(path: str) -> str:
-        return path.replace("/opt/dagster/app", str(PROJECT_ROOT)).replace("/opt/dagster", str(tmp_path))
+        path = path.replace("/opt/dagster/app", str(PROJECT_ROOT))
+        return path.replace("/opt/dagster", str(tmp_path))
 
     image = {name: here(value) for name, value in dockerfile_env().items()}
-    # What the image creates: the instance folder with the stack's dagster.yaml, the volumes' mount points.
+    # What the image creates: DAGSTER_HOME with the stack's dagster.yaml, the volume mount points.
     home = Path(image["DAGSTER_HOME"])
     home.mkdir()
     shutil.copy(STACK_INSTANCE, home / "dagster.yaml")
@@ -147,15 +152,14 @@ def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
     }
 
 
-def _run(gql: GraphQL, run_id: str) -> dict:
+def _finished(gql: GraphQL, run_id: str) -> dict | None:
     run = gql(RUN, runId=run_id)["runOrError"]
     assert run["__typename"] == "Run", run
-    return run
+    return run if run["status"] in DONE else None
 
 
-def _finished(gql: GraphQL, run_id: str) -> dict | None:
-    run = _run(gql, run_id)
-    return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+def _runs(gql: GraphQL, **run_filter) -> list[dict]:
+    return gql(RUNS, filter=run_filter)["runsOrError"]["results"]
 
 
 def _launch(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}"):
@@ -169,6 +173,33 @@ def _launch(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_conf
     return result["run"]["runId"]
 
 
+def _launch_next_tick(gql: GraphQL, schedule_name: str) -> str:
+    """The schedule's next tick as a run, the way the UI's "Test schedule" makes one: the code
+    server evaluates the tick, the run is launched with the tick's config and tags."""
+    selector = {**LOCATION, "scheduleName": schedule_name}
+    schedule = gql(SCHEDULE, selector=selector)["scheduleOrError"]
+    assert schedule["__typename"] == "Schedule", schedule
+    assert schedule["scheduleState"]["status"] == "RUNNING"
+    next_tick = schedule["futureTicks"]["results"][0]["timestamp"]
+    tick_time = datetime.fromtimestamp(next_tick, tz=timezone.utc)
+    assert (tick_time.minute, tick_time.second) == (0, 0), "hourly, at the top of the hour"
+    dry_run = gql(DRY_RUN, selector=selector, timestamp=next_tick)["scheduleDryRun"]
+    assert dry_run["__typename"] == "DryRunInstigationTick", dry_run
+    [request] = dry_run["evaluationResult"]["runRequests"]
+    tags = {t["key"]: t["value"] for t in request["tags"]}
+    assert tags["dagster/schedule_name"] == schedule_name
+    return _launch(gql, "churn_elt_job", tags, request["runConfigYaml"])
+
+
+def _latest_check_executions(gql: GraphQL) -> dict[tuple, dict | None]:
+    """(asset path, check name) -> its execution after its asset's latest materialization."""
+    return {
+        (tuple(node["assetKey"]["path"]), check["name"]): check["executionForLatestMaterialization"]
+        for node in gql(CHECKS)["assetNodes"]
+        for check in node["assetChecksOrError"].get("checks", [])
+    }
+
+
 def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_path):
     services = compose_services()
     for name in ("code-server", "webserver", "daemon"):
@@ -179,42 +210,30 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
     web_port = free_port()
     (tmp_path / "logs").mkdir()
     procs = ProcessGroups(tmp_path / "logs", stack_env, PROJECT_ROOT)
-    logs = lambda: "\n".join(f"--- {n}\n{procs.log(n)}" for n in procs.started)  # noqa: E731
+
+    def logs() -> str:
+        return "\n".join(f"--- {name}\n{procs.log(name)}" for name in procs.started)
+
+    def healthy(service: str, container_port: int, port: int) -> bool:
+        check = on_loopback(services[service]["healthcheck"]["test"][1:], container_port, port)
+        return command_succeeds(check, stack_env, PROJECT_ROOT)
+
     home = stack_env["DAGSTER_HOME"]
     try:
         # The order compose's depends_on gives: the code server healthy first, then the others.
-        code = services["code-server"]
-        procs.start("code-server", on_loopback(code["command"], 4000, code_port))
+        procs.start("code-server", on_loopback(services["code-server"]["command"], 4000, code_port))
         wait_until("the code server's health check",
-                   lambda: command_succeeds(on_loopback(code["healthcheck"]["test"][1:], 4000, code_port),
-                                            stack_env, PROJECT_ROOT),
+                   lambda: healthy("code-server", 4000, code_port),
                    DEFAULT_TIMEOUT, on_timeout=logs)
-        web = services["webserver"]
-        procs.start("webserver", on_loopback(web["command"], 3000, web_port))
+        procs.start("webserver", on_loopback(services["webserver"]["command"], 3000, web_port))
         procs.start("daemon", services["daemon"]["command"])
-        wait_until("the webserver's health check",
-                   lambda: command_succeeds(on_loopback(web["healthcheck"]["test"][1:], 3000, web_port),
-                                            stack_env, PROJECT_ROOT),
+        wait_until("the webserver's health check", lambda: healthy("webserver", 3000, web_port),
                    DEFAULT_TIMEOUT, on_timeout=logs)
         gql = GraphQL(f"http://127.0.0.1:{web_port}")
 
-        # A manual run, and right behind it the hourly schedule's next tick turned into a run the
-        # way the UI's "Test schedule" does: evaluated by the code server, launched with its tags.
+        # A manual run, and right behind it the hourly schedule's next tick turned into a run.
         manual_run = _launch(gql, "churn_elt_job")
-        selector = {**LOCATION, "scheduleName": "hourly_churn_elt"}
-        schedule = gql(SCHEDULE, selector=selector)["scheduleOrError"]
-        assert schedule["__typename"] == "Schedule", schedule
-        assert schedule["scheduleState"]["status"] == "RUNNING"
-        next_tick = schedule["futureTicks"]["results"][0]["timestamp"]
-        tick_time = datetime.fromtimestamp(next_tick, tz=timezone.utc)
-        assert (tick_time.minute, tick_time.second) == (0, 0)
-        dry_run = gql(DRY_RUN, selector=selector, timestamp=next_tick)["scheduleDryRun"]
-        assert dry_run["__typename"] == "DryRunInstigationTick", dry_run
-        [request] = dry_run["evaluationResult"]["runRequests"]
-        tick_tags = {t["key"]: t["value"] for t in request["tags"]}
-        assert tick_tags["dagster/schedule_name"] == "hourly_churn_elt"
-        scheduled_run = _launch(gql, "churn_elt_job", tick_tags, request["runConfigYaml"])
-
+        scheduled_run = _launch_next_tick(gql, "hourly_churn_elt")
         for run_id in (manual_run, scheduled_run):
             run = wait_until(f"run {run_id}", lambda: _finished(gql, run_id), DEFAULT_TIMEOUT,
                              on_timeout=logs)
@@ -222,30 +241,30 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
 
         # Every asset check, read back as the UI reads it: each one evaluated after the latest
         # materialization of its asset, and none of ERROR severity failed.
-        nodes = gql(CHECKS)["assetNodes"]
-        checks = {(tuple(node["assetKey"]["path"]), c["name"]): c["executionForLatestMaterialization"]
-                  for node in nodes for c in node["assetChecksOrError"].get("checks", [])}
-        defined = {(tuple(k.asset_key.path), k.name) for k in defs.get_repository_def().asset_graph.asset_check_keys}
+        checks = _latest_check_executions(gql)
+        asset_graph = defs.get_repository_def().asset_graph
+        defined = {(tuple(k.asset_key.path), k.name) for k in asset_graph.asset_check_keys}
         assert set(checks) == defined
-        assert checks[(("analytics", "customer_churn"), "row_count_parity")]["runId"] in (manual_run, scheduled_run)
-        not_evaluated = {k: e for k, e in checks.items() if e is None or e["status"] not in ("SUCCEEDED", "FAILED")}
-        assert not not_evaluated, not_evaluated
+        parity = checks[(("analytics", "customer_churn"), "row_count_parity")]
+        assert parity["runId"] in (manual_run, scheduled_run)
+        unevaluated = {k: e for k, e in checks.items() if e is None or e["status"] not in EVALUATED}
+        assert not unevaluated, unevaluated
         errors = {k: e for k, e in checks.items()
                   if e["status"] == "FAILED" and e["evaluation"]["severity"] == "ERROR"}
         assert not errors, errors
 
         # The daemon's sensor notices the new metrics snapshot and the queue runs the export.
-        export = wait_until(
+        exports = wait_until(
             "the sensor's export run",
-            lambda: [r for r in gql(RUNS, filter={"pipelineName": EXPORT_JOB})["runsOrError"]["results"]
-                     if r["status"] in ("SUCCESS", "FAILURE")],
+            lambda: [r for r in _runs(gql, pipelineName=EXPORT_JOB) if r["status"] in DONE],
             DEFAULT_TIMEOUT, on_timeout=logs,
         )
-        assert {r["status"] for r in export} == {"SUCCESS"}, logs()
-        # Read as Grafana reads it: through the read-only role.
+        assert {r["status"] for r in exports} == {"SUCCESS"}, logs()
+        # The snapshot, read as Grafana reads it: through the read-only role.
         with psycopg.connect(metrics_database.reader_dsn) as conn:
             exported = dict(conn.execute(
-                f"SELECT source_run_id, total_records FROM {METRICS_SCHEMA}.kpi_snapshots").fetchall())
+                f"SELECT source_run_id, total_records FROM {METRICS_SCHEMA}.kpi_snapshots"
+            ).fetchall())
         assert exported[manual_run] == SAMPLE_ROWS
 
         daemons = gql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
@@ -253,12 +272,12 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
 
         # Stop when idle, as an operator would: no run left queued or in flight.
         wait_until("the run queue to drain",
-                   lambda: not gql(RUNS, filter={"statuses": ["QUEUED", "STARTING", "STARTED"]})
-                   ["runsOrError"]["results"], DEFAULT_TIMEOUT, on_timeout=logs)
+                   lambda: not _runs(gql, statuses=["QUEUED", "STARTING", "STARTED"]),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
 
         # One warehouse run at a time, whoever started it (manual, schedule, sensor): the queue
         # never let two of them overlap.
-        runs = gql(RUNS, filter={"tags": [{"key": WAREHOUSE_TAG, "value": "duckdb"}]})["runsOrError"]["results"]
+        runs = _runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": jobs.WAREHOUSE_TAG[WAREHOUSE_TAG]}])
         assert {r["jobName"] for r in runs} == {"churn_elt_job", EXPORT_JOB, BACKUP_JOB}
         assert {r["status"] for r in runs} == {"SUCCESS"}
         spans = sorted((r["startTime"], r["endTime"]) for r in runs)

@@ -17,11 +17,16 @@ from churn_platform_tests.stack import STACK_INSTANCE
 
 @pytest.fixture
 def stack_instance(tmp_path, pg_dsn, monkeypatch):
-    """deploy/dagster.yaml in a DAGSTER_HOME of its own, its env vars pointing at a fresh database."""
+    """deploy/dagster.yaml in a DAGSTER_HOME of its own, its env vars naming a fresh database."""
     shutil.copy(STACK_INSTANCE, tmp_path / "dagster.yaml")
     pg = conninfo_to_dict(pg_dsn)
-    for name, value in {"HOST": pg["host"], "PORT": pg["port"], "USER": pg["user"],
-                        "PASSWORD": "unused-with-trust-auth", "DB": pg["dbname"]}.items():
+    for name, value in {
+        "HOST": pg["host"],
+        "PORT": pg["port"],
+        "USER": pg["user"],
+        "PASSWORD": "unused-with-trust-auth",
+        "DB": pg["dbname"],
+    }.items():
         monkeypatch.setenv(f"DAGSTER_PG_{name}", str(value))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.DagsterInstance.get() as instance:
@@ -37,16 +42,23 @@ def test_the_instance_keeps_runs_events_and_schedules_in_postgresql(stack_instan
 
     assert result.success
     with psycopg.connect(pg_dsn) as conn:
-        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         runs = conn.execute("SELECT run_id, status FROM runs").fetchall()
         materialized = conn.execute(
-            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            "SELECT count(*) FROM event_logs"
+            " WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
             [result.run_id],
         ).fetchone()[0]
     assert {"runs", "event_logs", "jobs", "job_ticks", "instigators"} <= tables
     assert runs == [(result.run_id, "SUCCESS")]
     assert materialized == 1
-    assert stack_instance.get_latest_materialization_event(dg.AssetKey("probe")).run_id == result.run_id
+    assert (
+        stack_instance.get_latest_materialization_event(dg.AssetKey("probe")).run_id
+        == result.run_id
+    )
 
 
 def test_runs_are_queued_one_warehouse_writer_at_a_time(stack_instance):

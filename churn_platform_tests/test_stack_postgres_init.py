@@ -1,5 +1,6 @@
 """The stack's PostgreSQL init script, run as the postgres image runs it, against a real server:
-the metrics database and its two roles; Grafana's role reads what the exporter writes, and no more."""
+the metrics database and its two roles; Grafana's role reads what the exporter writes, and no more.
+"""
 
 import psycopg
 import pytest
@@ -9,7 +10,9 @@ from churn_platform_tests.stack import METRICS_SCHEMA, run_init_script
 
 def test_the_exporter_owns_the_metrics_schema_and_creates_its_tables(metrics_database):
     with psycopg.connect(metrics_database.writer_dsn) as conn:
-        conn.execute(f"CREATE TABLE {METRICS_SCHEMA}.kpi (source_run_id text, churn_rate double precision)")
+        conn.execute(
+            f"CREATE TABLE {METRICS_SCHEMA}.kpi (source_run_id text, churn_rate double precision)"
+        )
         conn.execute(f"INSERT INTO {METRICS_SCHEMA}.kpi VALUES ('run-1', 26.5)")
         owner = conn.execute(
             "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s", [METRICS_SCHEMA]
@@ -40,12 +43,22 @@ def test_grafanas_role_reads_tables_created_later_but_cannot_write(metrics_datab
 
 
 def test_the_script_refuses_to_run_without_its_passwords(pg_server):
-    result = run_init_script(pg_server, {
-        "CHURN_METRICS_DB": "never_created", "CHURN_METRICS_USER": "never_created",
-        "CHURN_METRICS_PASSWORD": "", "CHURN_GRAFANA_DB_USER": "never_created",
-        "CHURN_GRAFANA_DB_PASSWORD": "x",
-    })
+    result = run_init_script(
+        pg_server,
+        {
+            "CHURN_METRICS_DB": "never_created",
+            "CHURN_METRICS_USER": "never_created",
+            "CHURN_METRICS_PASSWORD": "",
+            "CHURN_GRAFANA_DB_USER": "never_created",
+            "CHURN_GRAFANA_DB_PASSWORD": "x",
+        },
+    )
     assert result.returncode != 0
     assert "CHURN_METRICS_PASSWORD" in result.stderr
     with psycopg.connect(pg_server) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'never_created'").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'never_created'"
+            ).fetchone()[0]
+            == 0
+        )
