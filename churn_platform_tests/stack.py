@@ -23,6 +23,7 @@ import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # the init script makes it
 from churn_platform.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import _pg_bin
 
@@ -32,7 +33,6 @@ ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 STACK_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 STACK_WORKSPACE = PROJECT_ROOT / "deploy" / "workspace.yaml"
 INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "init-metrics.sh"
-METRICS_SCHEMA = "churn_metrics"
 
 
 def free_port() -> int:

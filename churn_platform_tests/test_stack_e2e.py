@@ -266,6 +266,14 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
                 f"SELECT source_run_id, total_records FROM {METRICS_SCHEMA}.kpi_snapshots"
             ).fetchall())
         assert exported[manual_run] == SAMPLE_ROWS
+        # Every table the export created is readable by Grafana's role (the init script's grants).
+        with psycopg.connect(metrics_database.reader_dsn) as conn:
+            tables = [row[0] for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", [METRICS_SCHEMA]
+            ).fetchall()]
+            assert "kpi_snapshots" in tables
+            for table in tables:
+                conn.execute(f'SELECT count(*) FROM {METRICS_SCHEMA}."{table}"')
 
         daemons = gql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
         assert all(d["healthy"] for d in daemons if d["required"]), daemons
