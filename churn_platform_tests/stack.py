@@ -23,7 +23,6 @@ import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # the init script makes it
 from churn_platform.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import _pg_bin
 

@@ -15,9 +15,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from churn_platform import jobs
 from churn_platform.definitions import defs
+from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # made by the init script
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform_tests.stack import (
-    METRICS_SCHEMA,
     STACK_INSTANCE,
     GraphQL,
     ProcessGroups,
@@ -214,8 +214,11 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
     def logs() -> str:
         return "\n".join(f"--- {name}\n{procs.log(name)}" for name in procs.started)
 
-    def healthy(service: str, container_port: int, port: int) -> bool:
-        check = on_loopback(services[service]["healthcheck"]["test"][1:], container_port, port)
+    def healthy(service: str, container_port: int | None = None, port: int | None = None) -> bool:
+        """The service's compose health check, run here (["CMD", ...] without "CMD")."""
+        check = services[service]["healthcheck"]["test"][1:]
+        if container_port is not None:
+            check = on_loopback(check, container_port, port)
         return command_succeeds(check, stack_env, PROJECT_ROOT)
 
     home = stack_env["DAGSTER_HOME"]
@@ -228,6 +231,8 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         procs.start("webserver", on_loopback(services["webserver"]["command"], 3000, web_port))
         procs.start("daemon", services["daemon"]["command"])
         wait_until("the webserver's health check", lambda: healthy("webserver", 3000, web_port),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
+        wait_until("the daemon's health check", lambda: healthy("daemon"),
                    DEFAULT_TIMEOUT, on_timeout=logs)
         gql = GraphQL(f"http://127.0.0.1:{web_port}")
 

@@ -5,7 +5,8 @@ the metrics database and its two roles; Grafana's role reads what the exporter w
 import psycopg
 import pytest
 
-from churn_platform_tests.stack import METRICS_SCHEMA, run_init_script
+from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # made by the init script
+from churn_platform_tests.stack import run_init_script
 
 
 def test_the_exporter_owns_the_metrics_schema_and_creates_its_tables(metrics_database):
