@@ -236,10 +236,12 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
                    DEFAULT_TIMEOUT, on_timeout=logs)
         gql = GraphQL(f"http://127.0.0.1:{web_port}")
 
-        # A manual run, and right behind it the hourly schedule's next tick turned into a run.
+        # A manual run, right behind it the hourly schedule's next tick turned into a run, and a
+        # manual export: started together, they queue, and none fails for DuckDB's lock.
         manual_run = _launch(gql, "churn_elt_job")
         scheduled_run = _launch_next_tick(gql, "hourly_churn_elt")
-        for run_id in (manual_run, scheduled_run):
+        manual_export = _launch(gql, EXPORT_JOB)
+        for run_id in (manual_run, scheduled_run, manual_export):
             run = wait_until(f"run {run_id}", lambda: _finished(gql, run_id), DEFAULT_TIMEOUT,
                              on_timeout=logs)
             assert run["status"] == "SUCCESS", logs()
@@ -283,6 +285,12 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         daemons = gql(DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
         assert all(d["healthy"] for d in daemons if d["required"]), daemons
 
+        # The backup sensor follows each successful ELT run.
+        wait_until(
+            "the backups after the ELT runs",
+            lambda: len([r for r in _runs(gql, pipelineName=BACKUP_JOB) if r["status"] in DONE]) >= 2,
+            DEFAULT_TIMEOUT, on_timeout=logs,
+        )
         # Stop when idle, as an operator would: no run left queued or in flight.
         wait_until("the run queue to drain",
                    lambda: not _runs(gql, statuses=["QUEUED", "STARTING", "STARTED"]),
