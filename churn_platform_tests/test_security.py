@@ -3,6 +3,7 @@ hostile paths, column names and settings are bound or quoted."""
 
 import dagster as dg
 import duckdb
+import psycopg
 import pytest
 
 from churn_platform import backup
@@ -10,6 +11,7 @@ from churn_platform.pseudonymize import pseudonym
 from churn_platform.resources import build_resources
 
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
+from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
 
 KEY = "k3y-that-must-never-show"
 IDS = [f"SECRETID-{n:04d}-XQ" for n in range(1, 7)]
@@ -123,3 +125,25 @@ def test_the_id_column_never_reaches_analytics(sample_csv, warehouse, name):
     columns = [r[0] for r in query(warehouse, "DESCRIBE analytics.customer_churn")]
     columns += [r[0] for r in query(warehouse, "DESCRIBE analytics.rejected_rows")]
     assert name not in columns
+
+
+def test_ids_and_key_never_reach_the_postgresql_export(tmp_path, pg_dsn, monkeypatch, capfd):
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", KEY)
+    monkeypatch.setenv("CHURN_METRICS_DSN", pg_dsn)
+    csv = write_csv(tmp_path / "ids.csv", "\n".join([HEADER, *ROWS]) + "\n")
+    defs = platform_defs(tmp_path / "w.duckdb", csv)
+    with dg.instance_for_test() as instance:
+        assert run_job(defs, "churn_elt_job", instance).success
+        assert run_job(defs, "metrics_export_job", instance).success
+    dumped = []
+    with psycopg.connect(pg_dsn) as conn:
+        tables = conn.execute("SELECT schemaname, tablename FROM pg_tables"
+                              " WHERE schemaname = 'churn_metrics'").fetchall()
+        for schema, table in tables:
+            dumped.append(repr(conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))
+    text = "\n".join(dumped) + "".join(capfd.readouterr())
+    assert len(tables) >= 8  # every table the export writes was read
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM churn_metrics.kpi_snapshots") == [(1,)]
+    for customer in IDS:
+        assert customer not in text
+    assert KEY not in text
