@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -90,11 +92,19 @@ def test_a_row_with_too_many_fields_names_its_line(tmp_path, warehouse, good_run
     assert_fails_and_keeps(csv, warehouse, good_run, "Line: 3", "Expected Number of Columns")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file(tmp_path, warehouse, good_run):
-    csv = write_csv(tmp_path / "secret.csv", HEADER + "\n")
+def test_unreadable_file(tmp_path, sample_csv):
+    """Root reads any file; as root, the run goes in a child without the capabilities for that."""
+    csv = tmp_path / "secret.csv"
+    shutil.copy(sample_csv, csv)
     csv.chmod(0)
-    assert_fails_and_keeps(csv, warehouse, good_run, "cannot be read")
+    code = ("import sys; from churn_platform.source import read_header\n"
+            "try: read_header(sys.argv[1])\n"
+            "except Exception as e: print(e.description); sys.exit(3)")
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    done = subprocess.run([*(drop if os.geteuid() == 0 else []), sys.executable, "-c", code, str(csv)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.strip() == f"{csv}: cannot be read (Permission denied)"
 
 
 def test_bad_input_on_a_fresh_warehouse_creates_no_tables(tmp_path, warehouse):
