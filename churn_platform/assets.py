@@ -7,8 +7,10 @@ table atomically. Asset keys are the DuckDB schema and table.
 from datetime import datetime, timezone
 
 import dagster as dg
+import duckdb
 
-from churn_platform.fields import SEGMENT_TABLE
+from churn_platform.fields import SEGMENT_TABLE, STAGING_TABLE
+from churn_platform.mapping import SourceMapping
 from churn_platform.metrics import churn_by_segment_sql, data_quality_sql
 from churn_platform.resources import ChurnSource
 from churn_platform.source import staging_table
@@ -37,15 +39,44 @@ def _snapshot_params(context: dg.AssetExecutionContext) -> dict:
     }
 
 
+def _staged_mapping(churn_source: ChurnSource, warehouse: WarehouseResource) -> SourceMapping:
+    """The configured source mapping, provided staging was loaded with it.
+
+    The mapping names staging's columns; one changed since staging was loaded would read the wrong
+    ones, so a run that refreshes analytics alone stops and says to load staging again.
+    """
+    mapping = churn_source.mapping()
+    with warehouse.get_connection() as conn:
+        try:
+            row = conn.execute(
+                f"SELECT source_mapping_sha256 FROM {STAGING_TABLE} LIMIT 1"
+            ).fetchone()
+        except duckdb.Error:
+            row = None  # staging loaded before source mappings existed
+    if row is None or row[0] != mapping.sha256:
+        raise dg.Failure(
+            description=(
+                f"{STAGING_TABLE} was loaded with another source mapping than {mapping.path}"
+                f" (sha256 {row[0] if row else 'unknown'}, now {mapping.sha256});"
+                " materialize staging/customer_churn again, or run the whole churn_elt_job"
+            ),
+            allow_retries=False,
+        )
+    return mapping
+
+
 @dg.asset(
     key=STAGING,
     group_name="staging",
     kinds={"duckdb", "csv"},
     owners=OWNERS,
-    description="The source CSV as it stood: every value as text, plus load time, file and row.",
+    description=(
+        "The source CSV as it stood: every value as text, every column (also those the source"
+        " mapping does not use), plus load time, file, row and the mapping's sha256."
+    ),
 )
 def staging_customer_churn(churn_source: ChurnSource) -> SqlTable:
-    return staging_table(churn_source.csv_path)
+    return staging_table(churn_source.csv_path, churn_source.mapping_path)
 
 
 @dg.asset(
@@ -60,13 +91,20 @@ def staging_customer_churn(churn_source: ChurnSource) -> SqlTable:
     ),
 )
 def analytics_customer_churn(
-    context: dg.AssetExecutionContext, staging: SqlTable, churn_source: ChurnSource
+    context: dg.AssetExecutionContext,
+    staging: SqlTable,
+    churn_source: ChurnSource,
+    warehouse: WarehouseResource,
 ) -> SqlTable:
+    mapping = _staged_mapping(churn_source, warehouse)
     key = churn_source.pseudonymization_key()
     mode = "keyed HMAC-SHA256" if key else "random UUID per row and run"
     context.log.info(f"Pseudonymization: {mode}")
-    sql, params = analytics_sql(staging.sql, key, _utc_now())
-    return SqlTable(sql, params, metadata={"pseudonymization": mode})
+    sql, params = analytics_sql(staging.sql, key, _utc_now(), mapping.fields)
+    return SqlTable(sql, params, metadata={
+        "pseudonymization": mode,
+        "absent_fields": ", ".join(mapping.absent) or "none",
+    })
 
 
 @dg.asset(
@@ -80,8 +118,11 @@ def analytics_customer_churn(
         " the full raw row stays in staging at the same source_row."
     ),
 )
-def analytics_rejected_rows(staging: SqlTable) -> SqlTable:
-    return SqlTable(rejected_sql(staging.sql))
+def analytics_rejected_rows(
+    staging: SqlTable, churn_source: ChurnSource, warehouse: WarehouseResource
+) -> SqlTable:
+    mapping = _staged_mapping(churn_source, warehouse)
+    return SqlTable(rejected_sql(staging.sql, mapping.fields))
 
 
 @dg.asset(
@@ -113,7 +154,8 @@ def churn_by_segment(context: dg.AssetExecutionContext, analytics: SqlTable) -> 
     owners=OWNERS,
     description=(
         "Data-quality snapshot per run, kept as history: volumes, churn KPIs, missing cells per"
-        " source column, duplicate customer ids."
+        " source column (NULL for fields the source lacks, named in absent_fields), duplicate"
+        " customer ids."
     ),
 )
 def data_quality_metrics(
@@ -122,7 +164,9 @@ def data_quality_metrics(
     analytics: SqlTable,
     rejected: SqlTable,
     warehouse: WarehouseResource,
+    churn_source: ChurnSource,
 ) -> SqlTable:
+    mapping = _staged_mapping(churn_source, warehouse)
     params = _snapshot_params(context)
     with warehouse.get_connection() as conn:
         by_contract = conn.execute(
@@ -135,7 +179,7 @@ def data_quality_metrics(
         + [f"| {s} | {c} | {ch} | {r} |" for s, c, ch, r in by_contract]
     )
     return SqlTable(
-        data_quality_sql(staging.sql, analytics.sql, rejected.sql),
+        data_quality_sql(staging.sql, analytics.sql, rejected.sql, mapping.fields),
         params,
         history_key="snapshot_id",
         metadata={"churn_by_contract": dg.MetadataValue.md(preview)},

@@ -1,7 +1,8 @@
 """Asset checks: counted with SQL inside DuckDB, reported with numbers and a few source_rows.
 
 Metadata never carries a customer id: offending rows are named by `source_row`, which leads back
-to the raw row in staging for whoever may read staging.
+to the raw row in staging for whoever may read staging. Fields the source lacks (per its mapping)
+are reported as absent, not checked: they hold a default or NULL by design.
 """
 
 from datetime import timedelta
@@ -11,14 +12,15 @@ import dagster as dg
 from churn_platform.assets import ANALYTICS, METRICS, REJECTED, STAGING
 from churn_platform.fields import (
     ANALYTICS_TABLE,
-    ID_FIELD,
+    DERIVED_FROM,
     METRICS_TABLE,
     MONTHLY_CHARGES_BANDS,
     REJECTED_TABLE,
     STAGING_TABLE,
     TENURE_BANDS,
-    TYPED_FIELDS,
 )
+from churn_platform.mapping import SourceMapping
+from churn_platform.resources import ChurnSource
 from churn_platform.transform import cell
 from churn_platform.warehouse import WarehouseResource, quote_ident, quote_literal
 
@@ -32,8 +34,20 @@ def _outside(column: str, values) -> str:
     return f"({column} IS NULL OR {column} NOT IN ({', '.join(quote_literal(v) for v in values)}))"
 
 
+def _absent_columns(mapping: SourceMapping) -> set[str]:
+    """Analytics columns holding a field the source lacks, or derived from one."""
+    absent = set(mapping.absent)
+    return absent | {column for column, base in DERIVED_FROM.items() if base in absent}
+
+
+def _absent_note(mapping: SourceMapping) -> dict:
+    return {"absent fields (not checked)": ", ".join(mapping.absent)} if mapping.absent else {}
+
+
 def _violations(conn, table: str, rules: dict[str, str]) -> tuple[bool, dict]:
     """Count the rows breaking each rule (a SQL condition) and name a few of them."""
+    if not rules:
+        return True, {"violations": 0}
     counts = conn.execute(
         "SELECT " + ", ".join(f"count(*) FILTER (WHERE {rule})" for rule in rules.values())
         + f" FROM {table}"
@@ -83,16 +97,20 @@ def row_count_parity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     additional_deps=[STAGING],
     description="Every row has a pseudonym, and no pseudonym stands for two different customers.",
 )
-def pseudonyms_unique_and_present(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    customer_id = cell(ID_FIELD)  # only staging has it: unambiguous in the join
+def pseudonyms_unique_and_present(
+    warehouse: WarehouseResource, churn_source: ChurnSource
+) -> dg.AssetCheckResult:
+    customer_id = cell(churn_source.mapping().field("customer_id"))
     with warehouse.get_connection() as conn:
         missing, collisions = conn.execute(
             f"""
             SELECT (SELECT count(*) FROM {ANALYTICS_TABLE} WHERE anonymized_customer_id IS NULL),
                    (SELECT count(*) FROM (
                         SELECT a.anonymized_customer_id
-                        FROM {ANALYTICS_TABLE} a JOIN {STAGING_TABLE} s USING (source_row)
-                        GROUP BY 1 HAVING count(DISTINCT {customer_id}) > 1))
+                        FROM {ANALYTICS_TABLE} a
+                        JOIN (SELECT source_row, {customer_id} AS customer_id
+                              FROM {STAGING_TABLE}) s USING (source_row)
+                        GROUP BY 1 HAVING count(DISTINCT s.customer_id) > 1))
             """
         ).fetchone()
     return dg.AssetCheckResult(
@@ -102,7 +120,10 @@ def pseudonyms_unique_and_present(warehouse: WarehouseResource) -> dg.AssetCheck
 
 
 @dg.asset_check(asset=ANALYTICS, description="No NULL is left in any cleaned or derived column.")
-def no_nulls_in_cleaned_columns(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def no_nulls_in_cleaned_columns(
+    warehouse: WarehouseResource, churn_source: ChurnSource
+) -> dg.AssetCheckResult:
+    mapping = churn_source.mapping()
     with warehouse.get_connection() as conn:
         columns = [
             row[0]
@@ -111,29 +132,38 @@ def no_nulls_in_cleaned_columns(warehouse: WarehouseResource) -> dg.AssetCheckRe
                 " WHERE table_schema = 'analytics' AND table_name = 'customer_churn'"
             ).fetchall()
         ]
+        checked = [c for c in columns if c not in _absent_columns(mapping)]
         passed, metadata = _violations(
-            conn, ANALYTICS_TABLE, {c: f"{quote_ident(c)} IS NULL" for c in columns}
+            conn, ANALYTICS_TABLE, {c: f"{quote_ident(c)} IS NULL" for c in checked}
         )
-    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+    return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
 @dg.asset_check(asset=ANALYTICS, description="Categories and bands hold only accepted values.")
-def categories_accepted(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    rules = {f.name: _outside(f.name, f.categories) for f in TYPED_FIELDS if f.categories}
+def categories_accepted(
+    warehouse: WarehouseResource, churn_source: ChurnSource
+) -> dg.AssetCheckResult:
+    mapping = churn_source.mapping()
+    rules = {f.name: _outside(f.name, f.categories) for f in mapping.fields if f.categories}
     rules["tenure_category"] = _outside("tenure_category", [b for b, _ in TENURE_BANDS])
     rules["monthly_charges_category"] = _outside(
         "monthly_charges_category", [b for b, _ in MONTHLY_CHARGES_BANDS]
     )
     rules["churn_flag"] = "churn_flag IS DISTINCT FROM (churn = 'Yes')::INTEGER"
+    absent = _absent_columns(mapping)
+    rules = {column: rule for column, rule in rules.items() if column not in absent}
     with warehouse.get_connection() as conn:
         passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
-    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+    return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
 @dg.asset_check(asset=ANALYTICS, description="Numbers within their ranges (age, tenure, charges).")
-def numeric_ranges(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def numeric_ranges(
+    warehouse: WarehouseResource, churn_source: ChurnSource
+) -> dg.AssetCheckResult:
+    mapping = churn_source.mapping()
     rules = {}
-    for f in TYPED_FIELDS:
+    for f in mapping.present:
         bounds = [f"{f.name} < {f.min_value}"] if f.min_value is not None else []
         bounds += [f"{f.name} > {f.max_value}"] if f.max_value is not None else []
         if bounds:
@@ -142,10 +172,10 @@ def numeric_ranges(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
         ranges = conn.execute(
             "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {ANALYTICS_TABLE}"
-        ).fetchone()
+        ).fetchone() if rules else ()
     for i, column in enumerate(rules):
         metadata[f"{column}: observed range"] = f"{ranges[2 * i]} .. {ranges[2 * i + 1]}"
-    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+    return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
 @dg.asset_check(asset=REJECTED, description="Every rejected row names its column and reason, once.")

@@ -10,12 +10,18 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Field:
     name: str  # snake_case column in analytics
-    source_column: str  # header in the source CSV
+    source_column: str | None  # header in the source CSV; None: the source lacks the field
     kind: str  # "id" | "integer" | "decimal" | "category"
     impute: str | float | int | None = None  # constant, "median", "mean"; None: never missing
     categories: tuple[str, ...] = ()
     min_value: float | None = None
     max_value: float | None = None
+    # (normalized source spelling, category): set by a source mapping, see mapping.py
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def absent(self) -> bool:
+        return self.source_column is None
 
 
 FIELDS: tuple[Field, ...] = (
@@ -38,10 +44,18 @@ FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 SOURCE_COLUMNS = tuple(f.source_column for f in FIELDS)
 ID_FIELD = FIELDS_BY_NAME["customer_id"]
 TYPED_FIELDS = tuple(f for f in FIELDS if f.kind != "id")
+# A source mapping may leave out any field but these.
+REQUIRED_FIELDS = ("customer_id", "churn")
 
 # Bands: upper bounds are inclusive and zero falls in the lowest band.
 TENURE_BANDS = (("New", 12), ("Medium", 36), ("Long", None))
 MONTHLY_CHARGES_BANDS = (("Low", 50), ("Medium", 100), ("High", None))
+# Derived analytics columns and the field each is computed from.
+DERIVED_FROM = {
+    "churn_flag": "churn",
+    "tenure_category": "tenure",
+    "monthly_charges_category": "monthly_charges",
+}
 
 SEGMENT_DIMENSIONS = ("contract_type", "tenure_category", "monthly_charges_category")
 

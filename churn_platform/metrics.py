@@ -4,8 +4,9 @@ Each snapshot carries `snapshot_id`: the root run id, so a retried or re-execute
 own snapshot instead of adding a second one.
 """
 
-from churn_platform.fields import FIELDS, ID_FIELD, SEGMENT_DIMENSIONS
+from churn_platform.fields import FIELDS, SEGMENT_DIMENSIONS, Field
 from churn_platform.transform import cell, is_missing
+from churn_platform.warehouse import quote_literal
 
 SNAPSHOT_COLUMNS = """
     $snapshot_id::VARCHAR AS snapshot_id,
@@ -13,12 +14,19 @@ SNAPSHOT_COLUMNS = """
     $snapshot_at::TIMESTAMP AS snapshot_at"""
 
 
-def data_quality_sql(staging: str, analytics: str, rejected: str) -> str:
-    """One row: volumes, KPIs, missing cells per source column, duplicate ids."""
+def data_quality_sql(staging: str, analytics: str, rejected: str,
+                     fields: tuple[Field, ...] = FIELDS) -> str:
+    """One row: volumes, KPIs, missing cells per source column, duplicate ids.
+
+    A field the source lacks has no missing count (NULL) and is named in `absent_fields`.
+    """
     missing = ",\n".join(
-        f"count(*) FILTER (WHERE {is_missing(f)}) AS missing_{f.name}" for f in FIELDS
+        f"CAST(NULL AS BIGINT) AS missing_{f.name}" if f.absent
+        else f"count(*) FILTER (WHERE {is_missing(f)}) AS missing_{f.name}"
+        for f in fields
     )
-    customer_id = cell(ID_FIELD)
+    absent = ", ".join(f.name for f in fields if f.absent)
+    customer_id = cell(next(f for f in fields if f.kind == "id"))
     return f"""
         SELECT {SNAPSHOT_COLUMNS},
                src.source_file,
@@ -29,7 +37,8 @@ def data_quality_sql(staging: str, analytics: str, rejected: str) -> str:
                kpi.avg_monthly_charges,
                kpi.avg_tenure_months,
                src.duplicate_customer_ids,
-               {", ".join(f"src.missing_{f.name}" for f in FIELDS)}
+               {", ".join(f"src.missing_{f.name}" for f in fields)},
+               {quote_literal(absent)} AS absent_fields
         FROM (SELECT any_value(source_file) AS source_file,
                      count(*) AS total_records,
                      count({customer_id}) - count(DISTINCT {customer_id}) AS duplicate_customer_ids,

@@ -5,17 +5,23 @@ import os
 import dagster as dg
 
 from churn_platform import settings
+from churn_platform.mapping import SourceMapping, load_mapping
 from churn_platform.warehouse import WarehouseIOManager, WarehouseResource
 
 
 class ChurnSource(dg.ConfigurableResource):
-    """Which CSV to load, and which environment variable holds the pseudonymization key.
+    """Which CSV to load, how to read it (its source mapping), and which environment variable
+    holds the pseudonymization key.
 
     The key itself is read at run time and never becomes config, so it never shows in the UI.
     """
 
     csv_path: str
+    mapping_path: str = str(settings.DEFAULT_SOURCE_MAPPING)
     pseudonymization_key_env: str = settings.PSEUDONYMIZATION_KEY_ENV
+
+    def mapping(self) -> SourceMapping:
+        return load_mapping(self.mapping_path)
 
     def pseudonymization_key(self) -> bytes | None:
         key = os.environ.get(self.pseudonymization_key_env)
@@ -35,13 +41,17 @@ class MetricsDatabase(dg.ConfigurableResource):
         return os.environ.get(self.dsn_env) or None
 
 
-def build_resources(duckdb_path: str | None = None, source_csv: str | None = None) -> dict:
+def build_resources(duckdb_path: str | None = None, source_csv: str | None = None,
+                    source_mapping: str | None = None) -> dict:
     """The resource set; arguments override the environment (tests point at temporary files)."""
     database = duckdb_path or settings.duckdb_path()
     config = settings.duckdb_config()
     return {
         "io_manager": WarehouseIOManager(database=database, connection_config=config),
         "warehouse": WarehouseResource(database=database, connection_config=config),
-        "churn_source": ChurnSource(csv_path=source_csv or settings.source_csv()),
+        "churn_source": ChurnSource(
+            csv_path=source_csv or settings.source_csv(),
+            mapping_path=source_mapping or settings.source_mapping(),
+        ),
         "metrics_db": MetricsDatabase(),
     }

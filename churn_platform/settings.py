@@ -7,6 +7,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = PROJECT_ROOT / "data" / "customer_churn_data.csv"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "churn_warehouse.duckdb"
+# The original export's schema; CHURN_SOURCE_MAPPING names another export's mapping.
+DEFAULT_SOURCE_MAPPING = Path(__file__).resolve().parent / "mappings" / "default.yaml"
 
 # The key's *name*, never its value, is what the code passes around.
 PSEUDONYMIZATION_KEY_ENV = "CHURN_PSEUDONYMIZATION_KEY"
@@ -14,6 +16,10 @@ PSEUDONYMIZATION_KEY_ENV = "CHURN_PSEUDONYMIZATION_KEY"
 
 def source_csv() -> str:
     return os.environ.get("CHURN_SOURCE_CSV") or str(SAMPLE_CSV)
+
+
+def source_mapping() -> str:
+    return os.environ.get("CHURN_SOURCE_MAPPING") or str(DEFAULT_SOURCE_MAPPING)
 
 
 def duckdb_path() -> str:

@@ -152,6 +152,11 @@ def _merge_history(connection: duckdb.DuckDBPyConnection, table: str, obj: SqlTa
     connection.execute(f"CREATE TEMP TABLE _snapshot AS {obj.sql}", dict(obj.params))
     try:
         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _snapshot LIMIT 0")
+        # A column added to the snapshot since the history began is added; older rows hold NULL.
+        existing = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
+        for name, data_type, *_ in connection.execute("DESCRIBE _snapshot").fetchall():
+            if name not in existing:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {data_type}")
         connection.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _snapshot)")
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _snapshot")
         snapshot = connection.execute("SELECT * FROM _snapshot").fetchmany(2)
