@@ -97,7 +97,7 @@ def _field_entry(name: str, entry) -> tuple[str | None, dict, list[str]]:
         problems.append(f"{where}.absent: expected `true`, got {absent!r}")
     if absent is not None and column is not None:
         problems.append(f"{where}: has both `column` and `absent`; choose one")
-    if absent is None and not isinstance(column, str):
+    if absent is None and not isinstance(column, str) and not problems:
         problems.append(f"{where}: expected `column: <source column>` or `absent: true`")
     if not isinstance(aliases, dict):
         problems.append(f"{where}.aliases: expected `source spelling: category` pairs")
@@ -187,7 +187,7 @@ def read_mapping(path: str | Path) -> tuple[SourceMapping, list[str]]:
             entry_problems = []  # not mentioned: the source lacks it
         aliases, alias_problems = _aliases(field, raw_aliases)
         problems += entry_problems + alias_problems
-        if field.name in REQUIRED_FIELDS and column is None:
+        if field.name in REQUIRED_FIELDS and column is None and not entry_problems:
             problems.append(f"fields.{field.name}: required, map it to a source column")
         bound.append(dataclasses.replace(field, source_column=column, aliases=aliases))
     columns = [f.source_column for f in bound if not f.absent]

@@ -85,7 +85,9 @@ def header_problems(header: list[str], mapping: SourceMapping) -> list[str]:
     lowered = [column.lower() for column in header]
     duplicated = sorted({c for c in header if lowered.count(c.lower()) > 1})
     if duplicated:
-        problems.append(f"columns named more than once: {', '.join(duplicated)}")
+        by_case = len(duplicated) > len({c.lower() for c in duplicated})
+        note = " (DuckDB ignores case)" if by_case else ""
+        problems.append(f"columns named more than once{note}: {', '.join(duplicated)}")
     unnamed = [str(i) for i, column in enumerate(header, start=1) if not column.strip()]
     if unnamed and len(header) > 1:
         problems.append(f"header columns without a name, by position: {', '.join(unnamed)}")
