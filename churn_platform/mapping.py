@@ -32,7 +32,8 @@ class MappingError(dg.Failure):
     def __init__(self, path: str | Path, problems: list[str]):
         listed = "\n".join(f"- {p}" for p in problems)
         super().__init__(
-            description=f"source mapping {path}: {len(problems)} problem(s), nothing was loaded:\n"
+            description=f"source mapping {Path(path).resolve()}: {len(problems)} problem(s),"
+                        f" nothing was loaded:\n"
                         f"{listed}",
             allow_retries=False,
         )

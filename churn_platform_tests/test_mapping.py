@@ -1,13 +1,15 @@
 """Source mappings read and checked: the default is the original schema, and every problem in a
 mapping or in the header it is checked against is reported at once, before anything is written."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
-from churn_platform.fields import FIELDS
+from churn_platform.fields import FIELDS, FIELDS_BY_NAME
 from churn_platform.mapping import (
     DEFAULT_MAPPING,
     Dialect,
@@ -16,7 +18,8 @@ from churn_platform.mapping import (
     normalize,
     read_mapping,
 )
-from churn_platform.source import SourceFileError, read_header, staging_table
+from churn_platform.source import SourceFileError, check_header, read_header, staging_table
+from churn_platform.transform import cell, value_and_problem
 from churn_platform_tests.conftest import HEADER, write_csv
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -98,6 +101,10 @@ def test_fields_left_out_are_absent_and_only_id_and_churn_are_required(tmp_path)
         ("fields:\n  customer_id: id\n  churn: c\n  age: [a, b]\n",
          "fields.age: expected a column name or a mapping with `column` or `absent`"),
         ("fields:\n  customer_id: id\n  churn: c\n  age:\n", "fields.age: empty column name"),
+        ("fields:\n  customer_id: id\n  churn: {aliases: {Y: 'Yes'}}\n",
+         "fields.churn: expected `column: <source column>` or `absent: true`"),
+        ("fields:\n  customer_id: id\n  churn: {column: c, aliases: {Y: [Yes]}}\n",
+         "fields.churn.aliases: expected text on both sides, got 'Y': ['Yes']"),
         ("fields:\n  customer_id: id\n  churn: {column: c, aliases: [Y]}\n",
          "fields.churn.aliases: expected `source spelling: category` pairs"),
         ("fields:\n  customer_id: x\n  churn: x\n",
@@ -229,3 +236,19 @@ def test_default_header_check_keeps_its_message(tmp_path):
     with pytest.raises(SourceFileError) as error:
         staging_table(csv)
     assert error.value.description == f"{csv.resolve()}: missing required columns: Churn"
+
+
+def test_check_header_alone_uses_the_default_mapping_or_the_one_given(tmp_path):
+    check_header("x.csv", HEADER.split(","))
+    with pytest.raises(SourceFileError, match="x.csv: missing required columns: Age, Churn"):
+        check_header("x.csv", [c for c in HEADER.split(",") if c not in ("Age", "Churn")])
+    mapping = load_mapping(write_mapping(tmp_path, "fields:\n  customer_id: id\n  churn: c\n"))
+    check_header("x.csv", ["id", "c", "extra"], mapping)
+
+
+def test_an_absent_field_is_a_typed_null_in_sql():
+    age = dataclasses.replace(FIELDS_BY_NAME["age"], source_column=None)
+    value, problem = value_and_problem(age)
+    with duckdb.connect() as conn:
+        row = conn.execute(f"SELECT {cell(age)}, {value}, typeof({value}), {problem}").fetchone()
+    assert row == (None, None, "INTEGER", None)

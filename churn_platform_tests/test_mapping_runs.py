@@ -198,6 +198,15 @@ def test_analytics_refuses_staging_loaded_with_another_mapping(
     assert run_elt(sample_csv, warehouse).success  # the whole job reloads staging first
 
 
+def test_analytics_refuses_staging_loaded_before_mappings_existed(sample_csv, warehouse):
+    assert run_elt(sample_csv, warehouse).success
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("ALTER TABLE staging.customer_churn DROP COLUMN source_mapping_sha256")
+    result = run_elt(sample_csv, warehouse, selection=[REJECTED], raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "(sha256 unknown, now " in failure.event_specific_data.error.message
+
+
 def test_a_bom_and_a_preamble_under_utf8(tmp_path, warehouse, monkeypatch):
     csv = tmp_path / "bom.csv"
     csv.write_bytes(b"\xef\xbb\xbf# exported\n" + HEADER.encode() + b"\nC-1,30,Female,5,20.5,"
@@ -225,3 +234,11 @@ def test_metrics_history_from_before_mappings_gains_the_new_column(sample_csv, w
     assert run_elt(sample_csv, warehouse).success
     assert query(warehouse, "SELECT absent_fields FROM analytics.data_quality_metrics"
                             " ORDER BY snapshot_at") == [(None,), ("",)]
+
+
+def test_readme_example_is_the_export_and_mapping_tested_here():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Bring your own CSV: source mapping", 1)[1]
+    export = section.split("```\n", 2)[1]  # the first fenced block: the example export
+    assert set(export.splitlines()) <= set(CRM_ROWS) and CRM_ROWS[1] in export
+    assert f"```yaml\n{CRM_MAPPING.read_text()}```" in section
