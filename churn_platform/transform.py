@@ -24,7 +24,7 @@ SQL_TYPES = {"id": "VARCHAR", "category": "VARCHAR", "integer": "INTEGER", "deci
 
 
 def cell(field: Field) -> str:
-    """The trimmed source text of a field; NULL when empty, only whitespace, or not in the source."""
+    """The trimmed source text of a field; NULL when empty, whitespace, or not in the source."""
     if field.absent:
         return "CAST(NULL AS VARCHAR)"
     column = quote_ident(field.source_column)

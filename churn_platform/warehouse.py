@@ -156,7 +156,9 @@ def _merge_history(connection: duckdb.DuckDBPyConnection, table: str, obj: SqlTa
         existing = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
         for name, data_type, *_ in connection.execute("DESCRIBE _snapshot").fetchall():
             if name not in existing:
-                connection.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {data_type}")
+                connection.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {data_type}"
+                )
         connection.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _snapshot)")
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _snapshot")
         snapshot = connection.execute("SELECT * FROM _snapshot").fetchmany(2)

@@ -190,7 +190,8 @@ def test_header_row_past_the_end_and_blank_header_line(tmp_path):
         tmp_path, "csv: {header_row: 3}\nfields:\n  customer_id: a\n  churn: b\n"
     )
     short = write_csv(tmp_path / "short.csv", "preamble\na,b\n")
-    with pytest.raises(SourceFileError, match=r"short.csv: has no line 3 \(the mapping's csv.header_row\)"):
+    past_the_end = r"short.csv: has no line 3 \(the mapping's csv.header_row\)"
+    with pytest.raises(SourceFileError, match=past_the_end):
         staging_table(short, mapping)
     blank = write_csv(tmp_path / "blank.csv", "preamble\nmore\n\na,b\n")
     with pytest.raises(SourceFileError, match="blank.csv: line 3, the header, is empty"):
@@ -198,9 +199,12 @@ def test_header_row_past_the_end_and_blank_header_line(tmp_path):
 
 
 def test_a_single_column_header_suggests_the_delimiter_it_seems_to_use(tmp_path):
-    mapping = write_mapping(tmp_path, "csv: {delimiter: ';'}\nfields:\n  customer_id: a\n  churn: b\n")
+    mapping = write_mapping(
+        tmp_path, "csv: {delimiter: ';'}\nfields:\n  customer_id: a\n  churn: b\n"
+    )
     csv = write_csv(tmp_path / "tabs.csv", "a\tb\n1\tYes\n")
-    with pytest.raises(SourceFileError, match=r"it looks delimited by '\\t'\); columns must be separated by ';'"):
+    hint = r"it looks delimited by '\\t'\); columns must be separated by ';'"
+    with pytest.raises(SourceFileError, match=hint):
         staging_table(csv, mapping)
 
 
@@ -215,11 +219,15 @@ def test_a_mapping_problem_and_a_missing_file_are_reported_together(tmp_path):
     mapping = write_mapping(tmp_path, "fields:\n  customer_id: a\n")
     with pytest.raises(MappingError) as error:
         staging_table(tmp_path / "gone.csv", mapping)
-    assert problems_of(error)[1] == f"{tmp_path / 'gone.csv'}: file not found (set CHURN_SOURCE_CSV to the source CSV)"
+    assert problems_of(error)[1] == (
+        f"{tmp_path / 'gone.csv'}: file not found (set CHURN_SOURCE_CSV to the source CSV)"
+    )
 
 
 def test_a_bad_dialect_skips_the_header_check_it_would_misread(tmp_path, churn_csv):
-    mapping = write_mapping(tmp_path, "csv: {encoding: ebcdic}\nfields:\n  customer_id: nope\n  churn: c\n")
+    mapping = write_mapping(
+        tmp_path, "csv: {encoding: ebcdic}\nfields:\n  customer_id: nope\n  churn: c\n"
+    )
     with pytest.raises(MappingError) as error:
         staging_table(churn_csv, mapping)
     assert [p.split(":")[0] for p in problems_of(error)] == ["csv.encoding"]
