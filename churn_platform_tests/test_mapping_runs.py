@@ -5,12 +5,15 @@ that touches no table, and lineage from staging to the mapping that loaded it.""
 import hashlib
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
+from churn_platform import settings
 from churn_platform.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS
 from churn_platform.mapping import DEFAULT_MAPPING
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
+from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CRM_MAPPING = FIXTURES / "crm_export_mapping.yaml"
@@ -245,3 +248,21 @@ def test_readme_example_is_the_export_and_mapping_tested_here():
     export = section.split("```\n", 2)[1]  # the first fenced block: the example export
     assert set(export.splitlines()) <= set(CRM_ROWS) and CRM_ROWS[1] in export
     assert f"```yaml\n{CRM_MAPPING.read_text()}```" in section
+
+
+def test_metrics_of_a_source_lacking_fields_export_to_postgres(tmp_path, pg_dsn, monkeypatch):
+    csv = write_csv(tmp_path / "minimal.csv", "cust_no,churned,plan\nA-1,yes,x\nA-2,,y\n")
+    mapping = tmp_path / "minimal.yaml"
+    mapping.write_text("fields:\n  customer_id: cust_no\n  churn: churned\n")
+    monkeypatch.setenv("CHURN_SOURCE_MAPPING", str(mapping))
+    monkeypatch.setenv(settings.METRICS_DSN_ENV, pg_dsn)
+    defs = platform_defs(tmp_path / "warehouse.duckdb", csv)
+    with dg.instance_for_test() as instance:
+        assert run_job(defs, "churn_elt_job", instance).success
+        assert run_job(defs, "metrics_export_job", instance).success
+    # Absent fields count no missing cells and have no series of their own.
+    assert pg_rows(pg_dsn, "SELECT missing_cells FROM churn_metrics.data_quality_snapshots") == [
+        (1,)
+    ]
+    assert pg_rows(pg_dsn, "SELECT column_name, missing_count FROM churn_metrics.missing_values"
+                           " ORDER BY 1") == [("churn", 1), ("customer_id", 0)]

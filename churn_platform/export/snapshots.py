@@ -23,7 +23,8 @@ class HistoryTable:
 
 
 _SNAPSHOT = "snapshot_id, run_id AS source_run_id, snapshot_at"
-_MISSING_CELLS = " + ".join(f"missing_{f.name}" for f in FIELDS)
+# A field the source lacks (source mapping) has NULL there: no cell of it is missing.
+_MISSING_CELLS = " + ".join(f"coalesce(missing_{f.name}, 0)" for f in FIELDS)
 
 HISTORY_TABLES = (
     HistoryTable(
