@@ -1,6 +1,8 @@
 """Nothing leaks and nothing is injected: customer ids stay in staging, the key stays secret,
 hostile paths, column names and settings are bound or quoted."""
 
+import json
+
 import dagster as dg
 import duckdb
 import psycopg
@@ -147,3 +149,25 @@ def test_ids_and_key_never_reach_the_postgresql_export(tmp_path, pg_dsn, monkeyp
     for customer in IDS:
         assert customer not in text
     assert KEY not in text
+
+
+def test_hostile_names_in_a_mapping_are_quoted_or_bound(tmp_path, warehouse, monkeypatch):
+    """Column names and aliases from a company's mapping never become SQL."""
+    id_column = "id'); DROP TABLE staging.customer_churn; --"
+    churn_column = 'churn" OR 1=1 --'
+    mapping = tmp_path / "hostile.yaml"
+    mapping.write_text(
+        "fields:\n"
+        f"  customer_id: {json.dumps(id_column)}\n"
+        "  churn:\n"
+        f"    column: {json.dumps(churn_column)}\n"
+        "    aliases:\n"
+        "      \"y'; DELETE FROM x; --\": \"Yes\"\n"
+    )
+    monkeypatch.setenv("CHURN_SOURCE_MAPPING", str(mapping))
+    header = ",".join('"' + c.replace('"', '""') + '"' for c in (id_column, churn_column))
+    csv = write_csv(tmp_path / "h.csv", f"{header}\nC1,y'; DELETE FROM x; --\nC2,No\n")
+    assert run_elt(csv, warehouse).success
+    assert query(warehouse, "SELECT churn FROM analytics.customer_churn ORDER BY source_row") == [
+        ("Yes",), ("No",)]
+    assert query(warehouse, "SELECT count(*) FROM staging.customer_churn") == [(2,)]
