@@ -149,6 +149,8 @@ def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
         "DAGSTER_CODE_SERVER_PORT": str(free_port()),
         "CHURN_METRICS_DSN": metrics_database.writer_dsn,
         "CHURN_PSEUDONYMIZATION_KEY": "",
+        "CHURN_SOURCE_CSV": "",  # as compose passes them unset: the shipped sample
+        "CHURN_SOURCE_MAPPING": "",
     }
 
 
