@@ -1,0 +1,90 @@
+"""The floor: the platform's own SQL, run by plain DuckDB in one process, without Dagster.
+
+    python -m churn_platform.bench.floor PLAN_JSON DATABASE
+
+The plan (the statements and their parameters) is built from the project's SQL builders by the
+benchmark's parent process, so the floor does exactly the same typing, rejection, imputation,
+pseudonymization, banding and metrics, and the platform/floor ratio measures what orchestration
+costs rather than a difference in SQL. The child imports only duckdb: the builders' modules import
+Dagster, whose start-up belongs to the platform's cost, not the floor's. Tables are written as
+the IO manager writes them (CREATE OR REPLACE, or append to history, each in a transaction); no
+asset checks run here: they are part of what the platform must fit in its overhead.
+"""
+
+import json
+import os
+import sys
+import uuid
+from datetime import datetime, timezone
+
+import duckdb
+
+
+def plan(source_csv: str) -> list[tuple[str, dict]]:
+    """The floor's statements, from the platform's builders (imported here: they import Dagster)."""
+    from churn_platform.fields import (
+        ANALYTICS_TABLE,
+        METRICS_TABLE,
+        REJECTED_TABLE,
+        SEGMENT_TABLE,
+        STAGING_TABLE,
+    )
+    from churn_platform.metrics import churn_by_segment_sql, data_quality_sql
+    from churn_platform.source import staging_table
+    from churn_platform.transform import analytics_sql, rejected_sql
+
+    run_id = str(uuid.uuid4())
+    snapshot = {"snapshot_id": run_id, "run_id": run_id, "snapshot_at": "now"}
+    staging = f"SELECT * FROM {STAGING_TABLE}"
+    analytics = f"SELECT * FROM {ANALYTICS_TABLE}"
+    rejected = f"SELECT * FROM {REJECTED_TABLE}"
+    source = staging_table(source_csv)
+    analytics_select, analytics_params = analytics_sql(staging, None, datetime.now())
+
+    def replace(table, sql, params=None):
+        return f"CREATE OR REPLACE TABLE {table} AS {sql}", dict(params or {})
+
+    def append(table, sql, params):
+        return f"INSERT INTO {table} BY NAME {sql}", {**params, "_create": table}
+
+    return [
+        ("CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS analytics", {}),
+        replace(STAGING_TABLE, source.sql, {**source.params, "load_timestamp": "now"}),
+        replace(ANALYTICS_TABLE, analytics_select, {**analytics_params,
+                                                    "processed_timestamp": "now"}),
+        replace(REJECTED_TABLE, rejected_sql(staging)),
+        append(SEGMENT_TABLE, churn_by_segment_sql(analytics), snapshot),
+        append(METRICS_TABLE, data_quality_sql(staging, analytics, rejected), snapshot),
+    ]
+
+
+def write_plan(source_csv: str, path: str) -> str:
+    with open(path, "w") as handle:
+        json.dump(plan(source_csv), handle)
+    return path
+
+
+def run(plan_path: str, database: str) -> None:
+    """Execute the plan in one connection; "now" stands for the current UTC time."""
+    with open(plan_path) as handle:
+        statements = json.load(handle)
+    config = {}
+    if os.environ.get("CHURN_DUCKDB_MEMORY_LIMIT"):
+        config["memory_limit"] = os.environ["CHURN_DUCKDB_MEMORY_LIMIT"]
+    if os.environ.get("CHURN_DUCKDB_THREADS"):
+        config["threads"] = os.environ["CHURN_DUCKDB_THREADS"]
+    with duckdb.connect(database, config=config) as conn:
+        for sql, params in statements:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            params = {k: now if v == "now" else v for k, v in params.items()}
+            table = params.pop("_create", None)
+            conn.execute("BEGIN TRANSACTION")
+            if table:  # a history table: created empty with the snapshot's columns, then appended
+                select = sql.split(" BY NAME ", 1)[1]
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {select} LIMIT 0", params)
+            conn.execute(sql, params)
+            conn.execute("COMMIT")
+
+
+if __name__ == "__main__":
+    run(*sys.argv[1:3])
