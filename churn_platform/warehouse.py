@@ -18,6 +18,7 @@ import duckdb
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
+from pydantic import PrivateAttr
 
 from churn_platform import settings
 
@@ -230,7 +231,23 @@ class WarehouseIOManager(DuckDBIOManager):
 
 
 class WarehouseResource(DuckDBResource):
-    """The warehouse for checks and reads: same file, same settings, same bounded lock wait."""
+    """The warehouse for checks and reads: same file, same settings, same bounded lock wait.
+
+    For the length of a run it holds one connection open. DuckDB shares one database per file
+    within a process, so every step's connection (IO manager and checks, same config) joins it,
+    and closing a step's connection no longer checkpoints: the database is checkpointed once,
+    when the run ends, instead of after every step (about 0.8 s per million rows each time).
+    """
+
+    _run_connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_connection = connect(self.database, self.connection_config)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_connection is not None:
+            self._run_connection.close()
+            self._run_connection = None
 
     @contextmanager
     def get_connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
