@@ -242,7 +242,11 @@ class WarehouseResource(DuckDBResource):
     _run_connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run_connection = connect(self.database, self.connection_config)
+        # Without waiting: if another process holds the file, the steps wait and retry as before.
+        try:
+            self._run_connection = connect(self.database, self.connection_config, timeout_s=0)
+        except WarehouseLockedError:
+            self._run_connection = None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_connection is not None:
