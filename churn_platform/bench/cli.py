@@ -86,26 +86,36 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
-def run_measurements(args, rows: int, approach: str, csv: Path, work: Path, home: Path,
-                     duckdb_settings: dict) -> dict:
-    runs = []
-    for repeat in range(args.repeats):
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{approach}-{rows}-", dir=work))
-        prepared = prepare(approach, csv, run_dir, home, duckdb_settings)
-        result = measure(prepared.command, prepared.env, str(run_dir / "run.log"), args.timeout)
-        run = {"wall_s": round(result.wall_s, 3), "peak_rss_bytes": result.peak_rss_bytes,
-               "status": result.status}
-        if result.status == "ok":
-            accounted = prepared.output_rows()
-            if accounted != rows:
-                run["status"] = f"wrong output: {accounted:,} of {rows:,} rows accounted for"
-        if run["status"] != "ok":
-            run["log_tail"] = result.output_tail
-        print(f"  {rows:>12,} {approach:<9} run {repeat + 1}: {run['wall_s']:.2f} s,"
-              f" {run['peak_rss_bytes'] / report.MIB:,.0f} MiB, {run['status']}", file=sys.stderr)
-        runs.append(run)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return report.summarize(rows, approach, runs)
+def measure_once(rows: int, approach: str, csv: Path, work: Path, home: Path,
+                 duckdb_settings: dict, timeout_s: float | None) -> dict:
+    """One run of one approach in a fresh process and a fresh run folder, then checked."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{approach}-{rows}-", dir=work))
+    prepared = prepare(approach, csv, run_dir, home, duckdb_settings)
+    result = measure(prepared.command, prepared.env, str(run_dir / "run.log"), timeout_s)
+    run = {"wall_s": round(result.wall_s, 3), "peak_rss_bytes": result.peak_rss_bytes,
+           "status": result.status}
+    if result.status == "ok":
+        accounted = prepared.output_rows()
+        if accounted != rows:
+            run["status"] = f"wrong output: {accounted:,} of {rows:,} rows accounted for"
+    if run["status"] != "ok":
+        run["log_tail"] = result.output_tail
+    print(f"  {rows:>12,} {approach:<9} {run['wall_s']:8.2f} s"
+          f" {run['peak_rss_bytes'] / report.MIB:8,.0f} MiB  {run['status']}", file=sys.stderr)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return run
+
+
+def measure_size(args, rows: int, approaches: list[str], csv: Path, work: Path, home: Path,
+                 duckdb_settings: dict) -> list[dict]:
+    """Every approach once per round, rounds repeated: a change in machine load during the
+    measurement then falls on all approaches alike instead of on whichever ran last."""
+    runs = {approach: [] for approach in approaches}
+    for _ in range(args.repeats):
+        for approach in approaches:
+            runs[approach].append(measure_once(rows, approach, csv, work, home,
+                                               duckdb_settings, args.timeout))
+    return [report.summarize(rows, approach, runs[approach]) for approach in approaches]
 
 
 def machine() -> dict:
@@ -135,12 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(work)
         home = prepare_dagster_home(work / "dagster_home")
         if headless_csv:
-            headless = run_measurements(args, HEADLESS_ROWS, "platform", headless_csv, work,
-                                        home, duckdb_settings)
+            [headless] = measure_size(args, HEADLESS_ROWS, ["platform"], headless_csv, work,
+                                      home, duckdb_settings)
         for rows in args.sizes:
-            for approach in args.approaches:
-                results.append(run_measurements(args, rows, approach, csvs[rows], work, home,
-                                                duckdb_settings))
+            results += measure_size(args, rows, args.approaches, csvs[rows], work, home,
+                                    duckdb_settings)
     info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = {
         "started_at": started.isoformat(timespec="seconds"),
