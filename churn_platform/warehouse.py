@@ -255,7 +255,12 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def get_connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(self.database, self.connection_config, read_only=read_only)
+        # Inside a run that holds the file, every connection is a cursor on the run's database
+        # (DuckDB refuses a read-only one beside it in the same process; no other can write).
+        if self._run_connection is not None:
+            conn = self._run_connection.cursor()
+        else:
+            conn = connect(self.database, self.connection_config, read_only=read_only)
         try:
             yield conn
         finally:

@@ -9,12 +9,14 @@ import pytest
 
 from churn_platform.warehouse import (
     SqlTable,
+    WarehouseIOManager,
     WarehouseLockedError,
+    WarehouseResource,
     clean_duckdb_error,
     connect,
 )
 
-from churn_platform_tests.conftest import query, write_table
+from churn_platform_tests.conftest import query, run_elt, write_table
 
 KEY = dg.AssetKey(["analytics", "things"])
 
@@ -62,16 +64,45 @@ def test_history_merges_by_key_so_a_repeated_snapshot_is_not_duplicated(warehous
     assert materialization.metadata["dagster/row_count"].value == 2
 
 
-def test_a_held_lock_fails_after_the_timeout_naming_the_holder(warehouse):
-    duckdb.connect(str(warehouse)).close()
+def test_a_run_keeps_its_database_open_between_steps(warehouse):
+    """Steps share the run's connection: no checkpoint after each write, one when the run ends."""
+    wal = warehouse.with_name(warehouse.name + ".wal")
+    seen = {}
+
+    @dg.asset(key=KEY)
+    def things() -> SqlTable:
+        return SqlTable("SELECT range AS n FROM range(3)")
+
+    @dg.asset_check(asset=KEY)
+    def things_readable(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        seen["wal after the write step"] = wal.exists()
+        with warehouse.get_connection(read_only=True) as conn:  # beside the run's connection
+            seen["rows"] = conn.execute("SELECT count(*) FROM analytics.things").fetchone()[0]
+        return dg.AssetCheckResult(passed=True)
+
+    dg.materialize([things, things_readable], resources={
+        "io_manager": WarehouseIOManager(database=str(warehouse)),
+        "warehouse": WarehouseResource(database=str(warehouse)),
+    })
+    assert seen == {"wal after the write step": True, "rows": 3}
+    assert not wal.exists()  # checkpointed once, when the run let go of the file
+
+
+def _hold_lock(warehouse) -> subprocess.Popen:
     holder = subprocess.Popen(
         [sys.executable, "-c",
          f"import duckdb, sys; c = duckdb.connect({str(warehouse)!r}); print('ready', flush=True);"
          " sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_a_held_lock_fails_after_the_timeout_naming_the_holder(warehouse):
+    duckdb.connect(str(warehouse)).close()
+    holder = _hold_lock(warehouse)
     try:
-        assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(WarehouseLockedError) as raised:
             connect(str(warehouse), timeout_s=0.5)
         assert str(warehouse) in raised.value.description
@@ -81,6 +112,24 @@ def test_a_held_lock_fails_after_the_timeout_naming_the_holder(warehouse):
         holder.kill()
         holder.wait()
     connect(str(warehouse), timeout_s=5).close()  # free again once the holder is gone
+
+
+def test_a_run_started_on_a_held_file_fails_in_a_retryable_step(warehouse, sample_csv,
+                                                                 monkeypatch):
+    """The run's shared connection does not wait for the lock: the steps do, and may retry."""
+    monkeypatch.setenv("CHURN_DUCKDB_LOCK_TIMEOUT", "0.5")
+    duckdb.connect(str(warehouse)).close()
+    holder = _hold_lock(warehouse)
+    try:
+        result = run_elt(sample_csv, warehouse, raise_on_error=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "staging__customer_churn"
+    assert "is locked by another process" in failure.step_failure_data.error.message
+    assert run_elt(sample_csv, warehouse).success
 
 
 def test_duckdb_errors_lose_the_echoed_source_line():
