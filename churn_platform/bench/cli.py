@@ -8,6 +8,7 @@ Examples:
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import psutil
 
+from churn_platform import sample_data
 from churn_platform.bench import report
 from churn_platform.bench.approaches import APPROACHES, prepare
 from churn_platform.bench.measure import measure
-from churn_platform.sample_data import write_sample
 from churn_platform.settings import PROJECT_ROOT
 
 DEFAULT_SIZES = (100_000, 1_000_000, 5_000_000)
@@ -67,11 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def source_csv(data_dir: Path, rows: int, seed: int) -> Path:
-    """The generator's file for this size and seed; reused when present (same seed, same bytes)."""
-    path = data_dir / f"customer_churn_{rows}_seed{seed}.csv"
+    """The generator's file for this size and seed; reused while the generator is unchanged
+    (same code, same seed: same bytes), so the name carries a digest of the generator's source."""
+    generator = hashlib.sha256(Path(sample_data.__file__).read_bytes()).hexdigest()[:8]
+    path = data_dir / f"customer_churn_{rows}_seed{seed}_{generator}.csv"
     if not path.exists():
         print(f"generating {rows:,} rows -> {path}", file=sys.stderr)
-        partial = write_sample(path.with_suffix(".partial"), rows, seed)
+        partial = sample_data.write_sample(path.with_suffix(".partial"), rows, seed)
         partial.rename(path)
     return path
 
