@@ -242,10 +242,11 @@ class WarehouseResource(DuckDBResource):
     _run_connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Without waiting: if another process holds the file, the steps wait and retry as before.
+        # Without waiting, and without failing here: if another process holds the file, or a
+        # setting is wrong, the steps meet the same error as before, and may wait and retry.
         try:
             self._run_connection = connect(self.database, self.connection_config, timeout_s=0)
-        except WarehouseLockedError:
+        except dg.Failure:  # WarehouseLockedError included
             self._run_connection = None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
