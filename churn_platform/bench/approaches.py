@@ -3,6 +3,8 @@
 Each approach writes into its own fresh run folder, so no measurement reads another's output.
 The pseudonymization key is removed from the children's environment: all three draw a random
 identifier per row (the original's Faker UUID, the platform's uuid()), so they do the same work.
+So is CHURN_SOURCE_MAPPING: the generated files have the standard columns, read by the default
+mapping, which the floor uses too.
 """
 
 import os
@@ -37,7 +39,8 @@ def _accounted(database: Path) -> int:
 
 
 def base_env(duckdb_settings: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CHURN_PSEUDONYMIZATION_KEY"}
+    dropped = ("CHURN_PSEUDONYMIZATION_KEY", "CHURN_SOURCE_MAPPING")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(duckdb_settings)
     return env
 

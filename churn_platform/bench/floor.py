@@ -29,7 +29,9 @@ def plan(source_csv: str) -> list[tuple[str, dict]]:
         SEGMENT_TABLE,
         STAGING_TABLE,
     )
+    from churn_platform.mapping import load_mapping
     from churn_platform.metrics import churn_by_segment_sql, data_quality_sql
+    from churn_platform.settings import DEFAULT_SOURCE_MAPPING
     from churn_platform.source import staging_table
     from churn_platform.transform import analytics_sql, rejected_sql
 
@@ -38,8 +40,10 @@ def plan(source_csv: str) -> list[tuple[str, dict]]:
     staging = f"SELECT * FROM {STAGING_TABLE}"
     analytics = f"SELECT * FROM {ANALYTICS_TABLE}"
     rejected = f"SELECT * FROM {REJECTED_TABLE}"
-    source = staging_table(source_csv)
-    analytics_select, analytics_params = analytics_sql(staging, None, datetime.now())
+    # The platform's default mapping (the benchmark's children run without CHURN_SOURCE_MAPPING).
+    fields = load_mapping(DEFAULT_SOURCE_MAPPING).fields
+    source = staging_table(source_csv, DEFAULT_SOURCE_MAPPING)
+    analytics_select, analytics_params = analytics_sql(staging, None, datetime.now(), fields)
 
     def replace(table, sql, params=None):
         return f"CREATE OR REPLACE TABLE {table} AS {sql}", dict(params or {})
@@ -52,9 +56,9 @@ def plan(source_csv: str) -> list[tuple[str, dict]]:
         replace(STAGING_TABLE, source.sql, {**source.params, "load_timestamp": "now"}),
         replace(ANALYTICS_TABLE, analytics_select, {**analytics_params,
                                                     "processed_timestamp": "now"}),
-        replace(REJECTED_TABLE, rejected_sql(staging)),
+        replace(REJECTED_TABLE, rejected_sql(staging, fields)),
         append(SEGMENT_TABLE, churn_by_segment_sql(analytics), snapshot),
-        append(METRICS_TABLE, data_quality_sql(staging, analytics, rejected), snapshot),
+        append(METRICS_TABLE, data_quality_sql(staging, analytics, rejected, fields), snapshot),
     ]
 
 
