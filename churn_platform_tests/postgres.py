@@ -20,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 import pytest
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -48,7 +48,7 @@ class PostgresCluster:
     def __init__(self, bin_dir: Path):
         self.bin_dir = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="churn-pg-"))
-        self.data, self.sockets, self.port = self.root / "data", self.root / "sockets", _free_port()
+        self.data, self.sockets, self.port = self.root / "data", self.root / "sockets", free_port()
         self.sockets.mkdir()
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")

@@ -8,7 +8,6 @@ are cluster-wide and other tests share the cluster), dropped afterwards.
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,12 +31,6 @@ ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 STACK_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 STACK_WORKSPACE = PROJECT_ROOT / "deploy" / "workspace.yaml"
 INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "init-metrics.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def compose_services() -> dict:

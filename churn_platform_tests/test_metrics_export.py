@@ -17,7 +17,7 @@ from churn_platform.jobs import RETRY_POLICY, WAREHOUSE_TAG
 from churn_platform.resources import build_resources
 from churn_platform_tests.conftest import query
 from churn_platform_tests.export_support import ELT_RUNS, pg_rows, platform_defs, run_job
-from churn_platform_tests.postgres import _free_port
+from churn_platform_tests.postgres import free_port
 
 HISTORY_TABLES = ("kpi_snapshots", "data_quality_snapshots", "missing_values", "churn_by_segment")
 
@@ -80,7 +80,7 @@ def test_failed_export_then_a_good_one_loses_nothing(tmp_path, pg_dsn, monkeypat
     database = tmp_path / "warehouse.duckdb"
     defs = platform_defs(database, sample_csv)
     # An unreachable server, with a password that must not show anywhere.
-    down = make_conninfo(pg_dsn, port=str(_free_port()), password="s3cret-pw", connect_timeout="2")
+    down = make_conninfo(pg_dsn, port=str(free_port()), password="s3cret-pw", connect_timeout="2")
     with dg.instance_for_test() as instance:
         assert run_job(defs, "churn_elt_job", instance).success
         monkeypatch.setenv(settings.METRICS_DSN_ENV, pg_dsn)

@@ -17,6 +17,7 @@ from churn_platform import jobs
 from churn_platform.definitions import defs
 from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # made by the init script
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
     STACK_INSTANCE,
     GraphQL,
@@ -24,7 +25,6 @@ from churn_platform_tests.stack import (
     command_succeeds,
     compose_services,
     dockerfile_env,
-    free_port,
     group_alive,
     on_loopback,
     processes_with_env,
