@@ -109,25 +109,28 @@ def analytics_customer_churn(
 
 @dg.asset(
     key=REJECTED,
-    ins={"staging": dg.AssetIn(STAGING)},
+    ins={"staging": dg.AssetIn(STAGING), "analytics": dg.AssetIn(ANALYTICS)},
     group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     description=(
         "Source rows whose values cannot be typed, with the column, reason and offending value;"
-        " the full raw row stays in staging at the same source_row."
+        " the full raw row stays in staging at the same source_row. Found as the staging rows"
+        " analytics did not accept."
     ),
 )
 def analytics_rejected_rows(
-    staging: SqlTable, churn_source: ChurnSource, warehouse: WarehouseResource
+    staging: SqlTable, analytics: SqlTable, churn_source: ChurnSource,
+    warehouse: WarehouseResource,
 ) -> SqlTable:
     mapping = _staged_mapping(churn_source, warehouse)
-    return SqlTable(rejected_sql(staging.sql, mapping.fields))
+    return SqlTable(rejected_sql(staging.sql, analytics.sql, mapping.fields))
 
 
 @dg.asset(
     key=SEGMENTS,
     ins={"analytics": dg.AssetIn(ANALYTICS)},
+    deps=[REJECTED],  # after every row is accounted for: the blocking parity check is there
     group_name="metrics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,

@@ -36,14 +36,16 @@ def data_quality_sql(staging: str, analytics: str, rejected: str,
                kpi.churn_rate_percent,
                kpi.avg_monthly_charges,
                kpi.avg_tenure_months,
-               src.duplicate_customer_ids,
+               ids.duplicate_customer_ids,
                {", ".join(f"src.missing_{f.name}" for f in fields)},
                {quote_literal(absent)} AS absent_fields
         FROM (SELECT any_value(source_file) AS source_file,
                      count(*) AS total_records,
-                     count({customer_id}) - count(DISTINCT {customer_id}) AS duplicate_customer_ids,
                      {missing}
               FROM ({staging})) AS src,
+             -- Apart: beside the other aggregates, DISTINCT would make DuckDB buffer all of staging.
+             (SELECT count(customer_id) - count(DISTINCT customer_id) AS duplicate_customer_ids
+              FROM (SELECT {customer_id} AS customer_id FROM ({staging}))) AS ids,
              (SELECT count(*) AS analytics_records,
                      round(100 * avg(churn_flag), 2) AS churn_rate_percent,
                      round(avg(monthly_charges), 2) AS avg_monthly_charges,

@@ -1,16 +1,20 @@
 """Shared fixtures: real CSV files, a real DuckDB file per test, real Dagster runs."""
 
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.storage.db_io_manager import TableSlice
 
 from churn_platform.assets import ELT_ASSETS
 from churn_platform.checks import ELT_CHECKS
 from churn_platform.resources import build_resources
 from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
-from churn_platform.warehouse import SqlTable, WarehouseIOManager
+from churn_platform.source import staging_table
+from churn_platform.transform import analytics_sql, rejected_sql
+from churn_platform.warehouse import SqlTable, SqlTableTypeHandler, WarehouseIOManager
 
 pytest_plugins = [
     "churn_platform_tests.postgres",
@@ -58,6 +62,22 @@ def write_table(database, key: dg.AssetKey, table: SqlTable, raise_on_error=True
         [one_table], resources={"io_manager": WarehouseIOManager(database=str(database))},
         raise_on_error=raise_on_error,
     )
+
+
+def write_with_handler(conn, schema: str, table: str, obj: SqlTable) -> None:
+    """Write one SqlTable on `conn` with the IO manager's own handler, without a Dagster run."""
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    SqlTableTypeHandler().handle_output(None, TableSlice(table=table, schema=schema), obj, conn)
+
+
+def load_and_transform(conn, csv: Path, key: bytes | None = None) -> None:
+    """What the three first assets write, through the handler the IO manager uses."""
+    write_with_handler(conn, "staging", "customer_churn", staging_table(csv))
+    staging = "SELECT * FROM staging.customer_churn"
+    analytics = "SELECT * FROM analytics.customer_churn"
+    sql, params = analytics_sql(staging, key, datetime(2026, 1, 1))
+    write_with_handler(conn, "analytics", "customer_churn", SqlTable(sql, params))
+    write_with_handler(conn, "analytics", "rejected_rows", SqlTable(rejected_sql(staging, analytics)))
 
 
 def query(database: Path | str, sql: str, params=None) -> list[tuple]:

@@ -8,20 +8,16 @@ test_pipeline and test_bad_input).
 
 import csv
 import io
-from datetime import datetime
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.db_io_manager import TableSlice
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from churn_platform.fields import SOURCE_COLUMNS
-from churn_platform.source import staging_table
-from churn_platform.transform import analytics_sql, rejected_sql
-from churn_platform.warehouse import SqlTable, SqlTableTypeHandler, quote_ident
+from churn_platform.warehouse import quote_ident
 
-from churn_platform_tests.conftest import HEADER
+from churn_platform_tests.conftest import HEADER, load_and_transform
 
 GOOD = HEADER + "\nK1,40,Male,3,50,One-Year,DSL,150,Yes,No\n"
 TABLES = ("staging.customer_churn", "analytics.customer_churn", "analytics.rejected_rows")
@@ -77,20 +73,6 @@ def csv_files(draw):
     return text, records
 
 
-def write(conn, schema: str, table: str, obj: SqlTable) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    SqlTableTypeHandler().handle_output(None, TableSlice(table=table, schema=schema), obj, conn)
-
-
-def load(conn, path) -> None:
-    """What the three first assets do, through the same handler the IO manager uses."""
-    write(conn, "staging", "customer_churn", staging_table(path))
-    staging = "SELECT * FROM staging.customer_churn"
-    sql, params = analytics_sql(staging, None, datetime(2026, 1, 1))
-    write(conn, "analytics", "customer_churn", SqlTable(sql, params))
-    write(conn, "analytics", "rejected_rows", SqlTable(rejected_sql(staging)))
-
-
 def snapshot(conn) -> dict:
     return {t: sorted(conn.execute(f"SELECT * EXCLUDE (load_timestamp) FROM {t}").fetchall(), key=repr)
             for t in TABLES}
@@ -106,10 +88,10 @@ def test_every_row_is_accounted_for_or_the_run_fails_cleanly(tmp_path_factory, g
     good.write_text(GOOD, newline="")
     fuzzed.write_text(text, newline="", encoding="utf-8")
     with duckdb.connect(str(folder / "w.duckdb")) as conn:
-        load(conn, good)
+        load_and_transform(conn, good)
         before = snapshot(conn)
         try:
-            load(conn, fuzzed)
+            load_and_transform(conn, fuzzed)
         except dg.Failure as failure:
             event(f"failed: {failure.description.split(': ', 1)[1][:60]}")
             assert str(fuzzed) in failure.description

@@ -19,7 +19,7 @@ from churn_platform.mapping import (
     read_mapping,
 )
 from churn_platform.source import SourceFileError, check_header, read_header, staging_table
-from churn_platform.transform import cell, value_and_problem
+from churn_platform.transform import cell, problem, typed_value
 from churn_platform_tests.conftest import HEADER, write_csv
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -256,7 +256,7 @@ def test_check_header_alone_uses_the_default_mapping_or_the_one_given(tmp_path):
 
 def test_an_absent_field_is_a_typed_null_in_sql():
     age = dataclasses.replace(FIELDS_BY_NAME["age"], source_column=None)
-    value, problem = value_and_problem(age)
+    value, why = typed_value(age, "parsed", "problem"), problem(age, "parsed", "raw")
     with duckdb.connect() as conn:
-        row = conn.execute(f"SELECT {cell(age)}, {value}, typeof({value}), {problem}").fetchone()
+        row = conn.execute(f"SELECT {cell(age)}, {value}, typeof({value}), {why}").fetchone()
     assert row == (None, None, "INTEGER", None)

@@ -10,7 +10,7 @@ from churn_platform.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS, STAGIN
 from churn_platform.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
 from churn_platform.warehouse import quote_ident
 
-from churn_platform_tests.conftest import query, run_elt
+from churn_platform_tests.conftest import HEADER, load_and_transform, query, run_elt, write_csv
 
 
 def read_source(path) -> list[dict]:
@@ -57,6 +57,26 @@ def test_staging_is_lossless_text_with_its_origin(sample_csv, warehouse):
                              " WHERE table_name = 'customer_churn' AND table_schema = 'staging'"
                              " AND column_name NOT IN ('load_timestamp', 'source_row')")
     assert types == [("VARCHAR",)]
+
+
+def test_source_row_keeps_file_order_in_a_file_read_in_parallel(tmp_path):
+    """1M rows (45 MB): DuckDB reads them in chunks on every core and writes row groups in any
+    order; each row must still carry its own line number, and the rejected row its own."""
+    rows = [f"K{i},40,Male,3,50,One-Year,DSL,150,Yes,No" for i in range(1_000_000)]
+    rows[777_777] = rows[777_777].replace(",40,", ",forty,")
+    csv_path = write_csv(tmp_path / "big.csv", "\n".join([HEADER, *rows]) + "\n")
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        load_and_transform(conn, csv_path)
+        misplaced = conn.execute(
+            "SELECT count(*) FROM staging.customer_churn WHERE CustomerID <> 'K' || (source_row - 2)"
+        ).fetchone()
+        analytics = conn.execute(
+            "SELECT count(*), min(source_row), max(source_row) FROM analytics.customer_churn"
+        ).fetchone()
+        rejected = conn.execute("SELECT source_row, column_name FROM analytics.rejected_rows").fetchall()
+    assert misplaced == (0,)
+    assert analytics == (999_999, 2, 1_000_001)
+    assert rejected == [(777_779, "Age")]
 
 
 def test_loading_the_same_file_twice_gives_the_same_staging_table(sample_csv, warehouse):
@@ -136,16 +156,16 @@ def test_no_customer_id_leaves_staging(sample_csv, warehouse):
 
 def test_a_failing_blocking_check_stops_the_downstream_assets(sample_csv, warehouse):
     run_elt(sample_csv, warehouse)
-    with duckdb.connect(str(warehouse)) as conn:
-        lost = conn.execute("DELETE FROM analytics.rejected_rows").fetchone()[0]
+    with duckdb.connect(str(warehouse)) as conn:  # rows lost from analytics, none rejected
+        lost = conn.execute("DELETE FROM analytics.customer_churn WHERE age > 60").fetchone()[0]
     assert lost > 0
-    result = run_elt(sample_csv, warehouse, selection=[ANALYTICS, SEGMENTS, METRICS],
+    result = run_elt(sample_csv, warehouse, selection=[REJECTED, SEGMENTS, METRICS],
                      raise_on_error=False)
     parity = check_results(result)["row_count_parity"]
     assert not parity.passed
     assert parity.metadata["difference"].value == lost
     materialized = {e.materialization.asset_key for e in result.get_asset_materialization_events()}
-    assert materialized == {ANALYTICS}
+    assert materialized == {REJECTED}
     assert query(warehouse, f"SELECT count(*) FROM {METRICS_TABLE}") == [(1,)]
 
 

@@ -254,7 +254,7 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         asset_graph = defs.get_repository_def().asset_graph
         defined = {(tuple(k.asset_key.path), k.name) for k in asset_graph.asset_check_keys}
         assert set(checks) == defined
-        parity = checks[(("analytics", "customer_churn"), "row_count_parity")]
+        parity = checks[(("analytics", "rejected_rows"), "row_count_parity")]
         assert parity["runId"] in (manual_run, scheduled_run)
         unevaluated = {k: e for k, e in checks.items() if e is None or e["status"] not in EVALUATED}
         assert not unevaluated, unevaluated

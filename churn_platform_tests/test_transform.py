@@ -2,16 +2,14 @@
 
 import hashlib
 import hmac
-from datetime import datetime
 
 import duckdb
 import pytest
 
 from churn_platform.pseudonymize import hmac_pads, pseudonym
-from churn_platform.source import staging_table
-from churn_platform.transform import analytics_sql, band_sql, rejected_sql
+from churn_platform.transform import band_sql
 
-from churn_platform_tests.conftest import HEADER, write_csv
+from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
 
 GOOD = "C1,40,Female,10,70.5,One-Year,DSL,705.0,Yes,No"
 
@@ -19,17 +17,15 @@ GOOD = "C1,40,Female,10,70.5,One-Year,DSL,705.0,Yes,No"
 def transform(tmp_path, rows: list[str], key: bytes | None = None):
     """Stage `rows` under the standard header and return (analytics dicts, rejected dicts)."""
     csv = write_csv(tmp_path / "in.csv", "\n".join([HEADER, *rows]) + "\n")
-    staging = staging_table(csv)
     conn = duckdb.connect()
-    conn.execute(f"CREATE TABLE staging AS {staging.sql}", dict(staging.params))
-    sql, params = analytics_sql("SELECT * FROM staging", key, datetime(2026, 1, 1))
-    analytics = conn.execute(sql, params)
-    names = [d[0] for d in analytics.description]
-    accepted = [dict(zip(names, row)) for row in analytics.fetchall()]
-    rejected_cursor = conn.execute(rejected_sql("SELECT * FROM staging"))
-    names = [d[0] for d in rejected_cursor.description]
-    rejected = [dict(zip(names, row)) for row in rejected_cursor.fetchall()]
-    return sorted(accepted, key=lambda r: r["source_row"]), rejected
+    load_and_transform(conn, csv, key)
+
+    def rows_of(table: str) -> list[dict]:
+        cursor = conn.execute(f"SELECT * FROM {table} ORDER BY source_row")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    return rows_of("analytics.customer_churn"), rows_of("analytics.rejected_rows")
 
 
 def test_a_clean_row_is_typed_and_keeps_its_values(tmp_path):

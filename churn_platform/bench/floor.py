@@ -20,8 +20,12 @@ from datetime import datetime, timezone
 import duckdb
 
 
-def plan(source_csv: str) -> list[tuple[str, dict]]:
-    """The floor's statements, from the platform's builders (imported here: they import Dagster)."""
+def plan(source_csv: str) -> list[dict]:
+    """The floor's statements, from the platform's builders (imported here: they import Dagster).
+
+    Each entry writes one table: `select` into `table`, replacing it or, with `history`, appended
+    to it; `prepare` (a statement and its parameters) runs first, as the IO manager runs it.
+    """
     from churn_platform.fields import (
         ANALYTICS_TABLE,
         METRICS_TABLE,
@@ -45,20 +49,18 @@ def plan(source_csv: str) -> list[tuple[str, dict]]:
     source = staging_table(source_csv, DEFAULT_SOURCE_MAPPING)
     analytics_select, analytics_params = analytics_sql(staging, None, datetime.now(), fields)
 
-    def replace(table, sql, params=None):
-        return f"CREATE OR REPLACE TABLE {table} AS {sql}", dict(params or {})
-
-    def append(table, sql, params):
-        return f"INSERT INTO {table} BY NAME {sql}", {**params, "_create": table}
+    def write(table, select, params=None, history=False, prepare=None):
+        return {"table": table, "select": select, "params": dict(params or {}),
+                "history": history, "prepare": prepare}
 
     return [
-        ("CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS analytics", {}),
-        replace(STAGING_TABLE, source.sql, {**source.params, "load_timestamp": "now"}),
-        replace(ANALYTICS_TABLE, analytics_select, {**analytics_params,
-                                                    "processed_timestamp": "now"}),
-        replace(REJECTED_TABLE, rejected_sql(staging, fields)),
-        append(SEGMENT_TABLE, churn_by_segment_sql(analytics), snapshot),
-        append(METRICS_TABLE, data_quality_sql(staging, analytics, rejected, fields), snapshot),
+        write(STAGING_TABLE, source.sql, {**source.params, "load_timestamp": "now"},
+              prepare=(source.prepare[0], dict(source.prepare[1]))),
+        write(ANALYTICS_TABLE, analytics_select, {**analytics_params, "processed_timestamp": "now"}),
+        write(REJECTED_TABLE, rejected_sql(staging, analytics, fields)),
+        write(SEGMENT_TABLE, churn_by_segment_sql(analytics), snapshot, history=True),
+        write(METRICS_TABLE, data_quality_sql(staging, analytics, rejected, fields), snapshot,
+              history=True),
     ]
 
 
@@ -78,15 +80,22 @@ def run(plan_path: str, database: str) -> None:
     if os.environ.get("CHURN_DUCKDB_THREADS"):
         config["threads"] = os.environ["CHURN_DUCKDB_THREADS"]
     with duckdb.connect(database, config=config) as conn:
-        for sql, params in statements:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS staging; CREATE SCHEMA IF NOT EXISTS analytics")
+        for step in statements:
             now = datetime.now(timezone.utc).replace(tzinfo=None)
-            params = {k: now if v == "now" else v for k, v in params.items()}
-            table = params.pop("_create", None)
+            params = {k: now if v == "now" else v for k, v in step["params"].items()}
+            table, select = step["table"], step["select"]
             conn.execute("BEGIN TRANSACTION")
-            if table:  # a history table: created empty with the snapshot's columns, then appended
-                select = sql.split(" BY NAME ", 1)[1]
+            if step["prepare"]:
+                conn.execute(*step["prepare"])
+            conn.execute("SET SESSION preserve_insertion_order = false")  # as the IO manager
+            if step["history"]:  # created empty with the snapshot's columns, then appended
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {select} LIMIT 0", params)
-            conn.execute(sql, params)
+                conn.execute(f"INSERT INTO {table} BY NAME {select}", params)
+            else:
+                conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select}", params)
+            if step["prepare"]:
+                conn.execute("DROP TABLE _prepared")
             conn.execute("COMMIT")
 
 
