@@ -77,8 +77,9 @@ def row_count_parity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             f" (SELECT count(*) FROM {REJECTED_TABLE})"
         ).fetchone()
         unaccounted = conn.execute(
-            f"SELECT source_row FROM {STAGING_TABLE} EXCEPT"
-            f" (SELECT source_row FROM {ANALYTICS_TABLE} UNION SELECT source_row FROM {REJECTED_TABLE})"
+            f"SELECT source_row FROM {STAGING_TABLE} ANTI JOIN"
+            f" (SELECT source_row FROM {ANALYTICS_TABLE} UNION ALL"
+            f"  SELECT source_row FROM {REJECTED_TABLE}) USING (source_row)"
             f" ORDER BY source_row LIMIT {SAMPLE_ROWS}"
         ).fetchall()
     return dg.AssetCheckResult(

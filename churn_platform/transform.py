@@ -174,6 +174,21 @@ def band_sql(value: str, bands: tuple[tuple[str, int | None], ...]) -> str:
     return f"CASE WHEN {value} IS NULL THEN NULL {whens} ELSE '{bands[-1][0]}' END"
 
 
+def statistic_sql(staging: str, field: Field) -> str:
+    """The imputation statistic of a field: its median or mean over every value that could be
+    typed, as the original pipeline took it over every number it could parse.
+
+    Over the one field alone, so it costs a pass over one column, and analytics need not hold
+    its accepted rows in memory to compute it. A field the source lacks has no statistic (NULL).
+    """
+    if field.absent:
+        return f"CAST(NULL AS {SQL_TYPES[field.kind]})"
+    value = f"{field.name}_value"
+    aggregate = f"CAST(round(median({value})) AS INTEGER)" if field.impute == "median" else (
+        f"avg({value})")
+    return f"(SELECT {aggregate} FROM ({typed_rows_sql(staging, (field,))}))"
+
+
 def analytics_sql(staging: str, key: bytes | None, processed_at: datetime,
                   fields: tuple[Field, ...] = FIELDS) -> tuple[str, dict]:
     """Accepted rows, imputed, pseudonymized and banded; and the parameters to bind."""
@@ -181,23 +196,19 @@ def analytics_sql(staging: str, key: bytes | None, processed_at: datetime,
     typed = [f for f in fields if f.kind != "id"]
     imputed = []
     for field in typed:
-        value = f"{field.name}_value"
-        if field.impute == "median":
-            fill = f"(SELECT CAST(round(median({value})) AS INTEGER) FROM accepted)"
-        elif field.impute == "mean":
-            fill = f"(SELECT avg({value}) FROM accepted)"
+        if field.impute in ("median", "mean"):
+            fill = statistic_sql(staging, field)
         else:
             fill = quote_literal(field.impute) if isinstance(field.impute, str) else repr(field.impute)
-        imputed.append(f"coalesce({value}, {fill}) AS {field.name}")
+        imputed.append(f"coalesce({field.name}_value, {fill}) AS {field.name}")
     sql = f"""
-        WITH accepted AS (
-            SELECT * FROM ({typed_rows_sql(staging, fields)}) WHERE problem_count = 0),
-        imputed AS (
+        WITH imputed AS (
             SELECT {pseudonym} AS anonymized_customer_id,
                    {", ".join(imputed)},
                    source_row,
                    load_timestamp
-            FROM accepted
+            FROM ({typed_rows_sql(staging, fields)})
+            WHERE problem_count = 0
         )
         SELECT anonymized_customer_id,
                source_row,

@@ -63,6 +63,21 @@ def test_each_missing_value_is_imputed_as_the_original_pipeline_did(tmp_path):
         assert imputed["tenure_category"] == "New"
 
 
+def test_statistics_take_every_typed_value_of_their_field_as_pandas_did(tmp_path):
+    rows = [
+        "C1,30,Male,5,40.0,Two-Year,DSL,200.0,Yes,Yes",
+        "C2,100,Female,abc,100.0,One-Year,DSL,420.0,No,No",  # rejected, for its tenure only
+        "C3,40,Female,9,70.0,One-Year,DSL,990.0,No,No",
+        "C4,200,Female,9,-5,One-Year,DSL,990.0,No,No",  # rejected: age and charges out of range
+        "C5,,Male,1,,One-Year,DSL,1.0,No,No",
+    ]
+    accepted, rejected = transform(tmp_path, rows)
+    assert [r["source_row"] for r in rejected] == [3, 5]
+    imputed = accepted[-1]
+    assert imputed["age"] == 40  # median of 30, 100, 40: C2's age counts, C4's does not
+    assert imputed["monthly_charges"] == pytest.approx((40 + 100 + 70) / 3)
+
+
 def test_the_word_None_is_a_category_not_a_missing_cell(tmp_path):
     [row], _ = transform(tmp_path, ["C1,40,Female,10,70.5,One-Year,None,705.0,Yes,Yes"])
     assert row["internet_service"] == "None"

@@ -7,6 +7,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from churn_platform.resources import build_resources
 from churn_platform.warehouse import (
     SqlTable,
     WarehouseIOManager,
@@ -140,3 +141,15 @@ def test_duckdb_errors_lose_the_echoed_source_line():
     cleaned = clean_duckdb_error(error)
     assert cleaned == ("Invalid Input Error: CSV Error on Line: 3"
                        " Expected Number of Columns: 10 Found: 2")
+
+
+@pytest.mark.parametrize("setting, shown", [(None, "953.6 MiB"), ("2GB", "1.8 GiB")])
+def test_duckdb_memory_is_bounded_by_default_and_configurable(warehouse, monkeypatch, setting,
+                                                              shown):
+    if setting:
+        monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", setting)
+    else:
+        monkeypatch.delenv("CHURN_DUCKDB_MEMORY_LIMIT", raising=False)
+    resources = build_resources(str(warehouse), "unused.csv")
+    with resources["warehouse"].get_connection() as conn:
+        assert conn.execute("SELECT current_setting('memory_limit')").fetchone() == (shown,)

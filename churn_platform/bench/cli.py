@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from churn_platform import sample_data
+from churn_platform import sample_data, settings
 from churn_platform.bench import report
 from churn_platform.bench.approaches import APPROACHES, prepare
 from churn_platform.bench.measure import measure
@@ -134,9 +134,10 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    duckdb_settings = {}
-    if args.memory_limit:
-        duckdb_settings["CHURN_DUCKDB_MEMORY_LIMIT"] = args.memory_limit
+    # The platform's memory limit, given to the floor too (it does not read the platform's default).
+    duckdb_settings = {"CHURN_DUCKDB_MEMORY_LIMIT": args.memory_limit
+                       or os.environ.get("CHURN_DUCKDB_MEMORY_LIMIT")
+                       or settings.DEFAULT_DUCKDB_MEMORY_LIMIT}
     if args.threads:
         duckdb_settings["CHURN_DUCKDB_THREADS"] = args.threads
     csvs = {rows: source_csv(args.data_dir, rows, args.seed) for rows in args.sizes}
