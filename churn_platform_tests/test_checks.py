@@ -1,11 +1,14 @@
 """Each asset check fails on the damage it exists to catch, and says where (source_row, counts)."""
 
+import dagster as dg
 import duckdb
 import pytest
 
 from churn_platform import checks
+from churn_platform.definitions import defs
 from churn_platform.fields import METRICS_TABLE
-from churn_platform.resources import ChurnSource
+from churn_platform.mapping import load_mapping
+from churn_platform.settings import DEFAULT_SOURCE_MAPPING
 from churn_platform.warehouse import WarehouseResource
 
 from churn_platform_tests.conftest import run_elt
@@ -29,22 +32,32 @@ def first_row(database):
         return conn.execute("SELECT min(source_row) FROM analytics.customer_churn").fetchone()[0]
 
 
-# Checks that judge fields by the source mapping read it from this resource (the default mapping).
-SOURCE = ChurnSource(csv_path="unused by checks")
+def evaluate(check, resource: WarehouseResource) -> dg.AssetCheckResult:
+    """One check of the split, as the split_checks step runs it (with the default mapping)."""
+    with resource.get_connection() as conn:
+        return check(conn, load_mapping(DEFAULT_SOURCE_MAPPING))
 
 
 def test_every_check_passes_on_a_good_run(built):
     _, resource = built
-    for check in checks.ELT_CHECKS:
-        source = {"churn_source": SOURCE} if "churn_source" in check.required_resource_keys else {}
-        assert check(warehouse=resource, **source).passed, check.__name__
+    for check in checks.SPLIT_CHECKS:
+        assert evaluate(check, resource).passed, check.__name__
+    assert checks.churn_rate_drift(warehouse=resource).passed
+
+
+def test_the_split_checks_run_as_one_step_parity_blocking(built):
+    specs = {spec.name: spec for spec in checks.split_checks.check_specs}
+    assert list(specs) == [check.__name__ for check in checks.SPLIT_CHECKS]
+    assert [name for name, spec in specs.items() if spec.blocking] == ["row_count_parity"]
+    steps = {node.name for node in defs.resolve_job_def("churn_elt_job").graph.nodes}
+    assert "split_checks" in steps and not steps & set(specs)
 
 
 def test_no_nulls_names_the_column_and_the_rows(built):
     database, resource = built
     row = first_row(database)
     damage(database, f"UPDATE analytics.customer_churn SET age = NULL WHERE source_row = {row}")
-    result = checks.no_nulls_in_cleaned_columns(warehouse=resource, churn_source=SOURCE)
+    result = evaluate(checks.no_nulls_in_cleaned_columns, resource)
     assert not result.passed
     assert result.metadata["age: rows"].value == 1
     assert result.metadata["age: first source_rows"].value == str(row)
@@ -60,7 +73,7 @@ def test_categories_catch_an_unknown_value_a_wrong_band_and_a_wrong_flag(built):
         "UPDATE analytics.customer_churn SET churn_flag = 1 - churn_flag WHERE source_row ="
         " (SELECT max(source_row) FROM analytics.customer_churn)",
     )
-    result = checks.categories_accepted(warehouse=resource, churn_source=SOURCE)
+    result = evaluate(checks.categories_accepted, resource)
     assert not result.passed
     assert result.metadata["contract_type: rows"].value == 2
     assert "tenure_category: rows" in result.metadata
@@ -71,7 +84,7 @@ def test_numeric_ranges_catch_a_negative_tenure(built):
     database, resource = built
     row = first_row(database)
     damage(database, f"UPDATE analytics.customer_churn SET tenure = -5 WHERE source_row = {row}")
-    result = checks.numeric_ranges(warehouse=resource, churn_source=SOURCE)
+    result = evaluate(checks.numeric_ranges, resource)
     assert not result.passed
     assert result.metadata["tenure: first source_rows"].value == str(row)
     assert result.metadata["tenure: observed range"].value.startswith("-5 ..")
@@ -87,7 +100,7 @@ def test_pseudonyms_catch_missing_and_shared_ones(built):
         " '00000000-0000-0000-0000-000000000001' WHERE source_row IN (SELECT source_row FROM"
         " analytics.customer_churn ORDER BY source_row LIMIT 3 OFFSET 1)",
     )
-    result = checks.pseudonyms_unique_and_present(warehouse=resource, churn_source=SOURCE)
+    result = evaluate(checks.pseudonyms_unique_and_present, resource)
     assert not result.passed
     assert result.metadata["missing pseudonyms"].value == 1
     assert result.metadata["pseudonyms shared by customers"].value == 1
@@ -97,7 +110,7 @@ def test_parity_names_the_unaccounted_rows(built):
     database, resource = built
     row = first_row(database)
     damage(database, f"DELETE FROM analytics.customer_churn WHERE source_row = {row}")
-    result = checks.row_count_parity(warehouse=resource)
+    result = evaluate(checks.row_count_parity, resource)
     assert not result.passed
     assert result.metadata["difference"].value == 1
     assert result.metadata["unaccounted source_rows"].value == str(row)
@@ -106,14 +119,14 @@ def test_parity_names_the_unaccounted_rows(built):
 def test_parity_catches_a_row_counted_twice(built):
     database, resource = built
     damage(database, "INSERT INTO analytics.rejected_rows SELECT * FROM analytics.rejected_rows LIMIT 1")
-    assert not checks.row_count_parity(warehouse=resource).passed
-    assert not checks.rejections_explained(warehouse=resource).passed
+    assert not evaluate(checks.row_count_parity, resource).passed
+    assert not evaluate(checks.rejections_explained, resource).passed
 
 
 def test_rejections_must_give_a_reason(built):
     database, resource = built
     damage(database, "UPDATE analytics.rejected_rows SET reason = NULL")
-    result = checks.rejections_explained(warehouse=resource)
+    result = evaluate(checks.rejections_explained, resource)
     assert not result.passed and result.metadata["rows without reason"].value > 0
 
 
