@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"{SMOKE_ROWS:,} rows, 1 repeat, 1 headless run: a quick check")
     parser.add_argument("--no-headless", action="store_true",
                         help=f"skip the {HEADLESS_ROWS:,}-row headless CLI run")
-    parser.add_argument("--memory-limit", help="CHURN_DUCKDB_MEMORY_LIMIT for the DuckDB runs")
+    parser.add_argument("--memory-limit", help="CHURN_DUCKDB_MEMORY_LIMIT for the platform and the"
+                        " floor (default: the platform's own, 1GB unless the variable is set)")
     parser.add_argument("--threads", help="CHURN_DUCKDB_THREADS for the DuckDB runs")
     parser.add_argument("--timeout", type=float, help="seconds before a run is killed")
     parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
