@@ -7,8 +7,9 @@ benchmark's parent process, so the floor does exactly the same typing, rejection
 pseudonymization, banding and metrics, and the platform/floor ratio measures what orchestration
 costs rather than a difference in SQL. The child imports only duckdb: the builders' modules import
 Dagster, whose start-up belongs to the platform's cost, not the floor's. Tables are written as
-the IO manager writes them (CREATE OR REPLACE, or append to history, each in a transaction); no
-asset checks run here: they are part of what the platform must fit in its overhead.
+the IO manager writes them (staging's ordered read first, then CREATE OR REPLACE, or append to
+history, each in a transaction, row order not preserved); no asset checks run here: they are part
+of what the platform must fit in its overhead.
 """
 
 import json
