@@ -67,6 +67,7 @@ def test_source_row_keeps_file_order_in_a_file_read_in_parallel(tmp_path):
     csv_path = write_csv(tmp_path / "big.csv", "\n".join([HEADER, *rows]) + "\n")
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         load_and_transform(conn, csv_path)
+        load_and_transform(conn, csv_path)  # again, on a connection that has written unordered
         misplaced = conn.execute(
             "SELECT count(*) FROM staging.customer_churn WHERE CustomerID <> 'K' || (source_row - 2)"
         ).fetchone()

@@ -87,9 +87,10 @@ def run(plan_path: str, database: str) -> None:
             params = {k: now if v == "now" else v for k, v in step["params"].items()}
             table, select = step["table"], step["select"]
             conn.execute("BEGIN TRANSACTION")
-            if step["prepare"]:
+            if step["prepare"]:  # as the IO manager: the prepared read in order, the write not
+                conn.execute("SET SESSION preserve_insertion_order = true")
                 conn.execute(*step["prepare"])
-            conn.execute("SET SESSION preserve_insertion_order = false")  # as the IO manager
+            conn.execute("SET SESSION preserve_insertion_order = false")
             if step["history"]:  # created empty with the snapshot's columns, then appended
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {select} LIMIT 0", params)
                 conn.execute(f"INSERT INTO {table} BY NAME {select}", params)
