@@ -45,7 +45,7 @@ def test_every_check_passes_on_a_good_run(built):
     assert checks.churn_rate_drift(warehouse=resource).passed
 
 
-def test_the_split_checks_run_as_one_step_parity_blocking(built):
+def test_the_split_checks_run_as_one_step_parity_blocking():
     specs = {spec.name: spec for spec in checks.split_checks.check_specs}
     assert list(specs) == [check.__name__ for check in checks.SPLIT_CHECKS]
     assert [name for name, spec in specs.items() if spec.blocking] == ["row_count_parity"]
