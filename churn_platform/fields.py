@@ -42,8 +42,6 @@ FIELDS: tuple[Field, ...] = (
 
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 SOURCE_COLUMNS = tuple(f.source_column for f in FIELDS)
-ID_FIELD = FIELDS_BY_NAME["customer_id"]
-TYPED_FIELDS = tuple(f for f in FIELDS if f.kind != "id")
 # A source mapping may leave out any field but these.
 REQUIRED_FIELDS = ("customer_id", "churn")
 
