@@ -1,5 +1,7 @@
 """Shared fixtures: real CSV files, a real DuckDB file per test, real Dagster runs."""
 
+import os
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +24,19 @@ pytest_plugins = [
     "churn_platform_tests.stack",
 ]
 
-REAL_CSV = PROJECT_ROOT.parent / "shared" / "data" / "customer_churn_data.csv"
+REAL_CSV_NAME = Path("data") / "customer_churn_data.csv"
+
+
+def shared_folders() -> list[Path]:
+    """Where the team's shared folder may be: CHURN_SHARED_DIR, beside this checkout, or beside
+    the checkout it was cloned from (a fresh clone elsewhere, as CI makes)."""
+    folders = [Path(os.environ["CHURN_SHARED_DIR"])] if os.environ.get("CHURN_SHARED_DIR") else []
+    folders.append(PROJECT_ROOT.parent / "shared")
+    origin = subprocess.run(["git", "-C", str(PROJECT_ROOT), "remote", "get-url", "origin"],
+                            capture_output=True, text=True).stdout.strip()
+    if origin and Path(origin).is_dir():
+        folders.append(Path(origin).resolve().parent / "shared")
+    return folders
 
 
 @pytest.fixture
@@ -30,10 +44,12 @@ def sample_csv() -> Path:
     return SAMPLE_CSV
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_csv() -> Path:
-    assert REAL_CSV.exists(), f"the shared dataset is expected at {REAL_CSV}"
-    return REAL_CSV
+    candidates = [folder / REAL_CSV_NAME for folder in shared_folders()]
+    found = [path for path in candidates if path.exists()]
+    assert found, f"the shared dataset is expected at one of {', '.join(map(str, candidates))}"
+    return found[0]
 
 
 @pytest.fixture
