@@ -19,5 +19,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# dg reads the project from pyproject.toml; VIRTUAL_ENV tells it the project's own venv is meant.
 test: setup
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
 	$(PY) -m pytest

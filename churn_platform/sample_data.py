@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn_platform.fields import SOURCE_COLUMNS
+from churn_platform.core.fields import SOURCE_COLUMNS
 
 CHUNK_ROWS = 100_000
 MISSING_RATE = 0.015

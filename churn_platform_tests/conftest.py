@@ -10,13 +10,14 @@ import duckdb
 import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
-from churn_platform.assets import ELT_ASSETS
-from churn_platform.checks import ELT_CHECKS
-from churn_platform.resources import build_resources
-from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
-from churn_platform.source import staging_table
-from churn_platform.transform import analytics_sql, rejected_sql
-from churn_platform.warehouse import SqlTable, SqlTableTypeHandler, WarehouseIOManager
+from churn_platform.core.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform.core.source import staging_table
+from churn_platform.core.transform import analytics_sql, rejected_sql
+from churn_platform.core.warehouse import SqlTable
+from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.elt.checks import ELT_CHECKS
+from churn_platform.defs.resources import build_resources
+from churn_platform.defs.warehouse_io import SqlTableTypeHandler, WarehouseIOManager
 
 pytest_plugins = [
     "churn_platform_tests.postgres",

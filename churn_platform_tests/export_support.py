@@ -8,26 +8,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from churn_platform import settings
-
-from churn_platform.assets import ELT_ASSETS
-from churn_platform.checks import ELT_CHECKS, freshness_checks
-from churn_platform.export.asset import postgres_metrics
-from churn_platform.export.job import metrics_export_job, metrics_export_sensor
-from churn_platform.jobs import churn_elt_job
-from churn_platform.resources import build_resources
-from churn_platform.settings import SAMPLE_CSV
-
-
-def platform_defs(database: Path | str, csv: Path | str) -> dg.Definitions:
-    """The code location's jobs and sensor, with the warehouse and source pointed at test files."""
-    return dg.Definitions(
-        assets=[*ELT_ASSETS, postgres_metrics],
-        asset_checks=[*ELT_CHECKS, *freshness_checks],
-        jobs=[churn_elt_job, metrics_export_job],
-        sensors=[metrics_export_sensor],
-        resources=build_resources(str(database), str(csv)),
-    )
+from churn_platform.core import settings
+from churn_platform.core.settings import SAMPLE_CSV
+from churn_platform_tests.location import platform_defs
 
 
 def run_job(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, **kwargs):

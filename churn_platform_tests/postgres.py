@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 import pytest
+from psycopg.conninfo import make_conninfo
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from churn_platform.settings import PROJECT_ROOT
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import _pg_bin
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"

@@ -5,12 +5,12 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from churn_platform import backup
-from churn_platform.definitions import defs
-from churn_platform.fields import METRICS_TABLE
-from churn_platform.resources import build_resources
-
+from churn_platform.core import backups as backup
+from churn_platform.core.fields import METRICS_TABLE
+from churn_platform.defs.backup import assets as backup_defs
+from churn_platform.defs.resources import build_resources
 from churn_platform_tests.conftest import query, run_elt
+from churn_platform_tests.location import defs
 
 TABLES = ("staging.customer_churn", "analytics.customer_churn", "analytics.rejected_rows",
           "analytics.churn_by_segment", METRICS_TABLE)
@@ -24,7 +24,7 @@ def backup_dir(tmp_path, monkeypatch):
 
 
 def take(warehouse):
-    return dg.materialize([backup.warehouse_backup], resources=build_resources(str(warehouse)))
+    return dg.materialize([backup_defs.warehouse_backup], resources=build_resources(str(warehouse)))
 
 
 def test_a_backup_restores_into_a_warehouse_whose_history_goes_on(
@@ -88,6 +88,6 @@ def test_a_successful_elt_run_requests_one_backup(sample_csv, warehouse):
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_success_event(),
     )
-    request = backup.backup_after_elt(context)
+    request = backup_defs.backup_after_elt(context)
     assert request.run_key == result.run_id
     assert defs.resolve_sensor_def("backup_after_elt").default_status == dg.DefaultSensorStatus.RUNNING

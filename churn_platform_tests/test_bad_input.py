@@ -7,11 +7,14 @@ import sys
 
 import pytest
 
-from churn_platform.assets import STAGING
-from churn_platform.fields import ANALYTICS_TABLE, METRICS_TABLE, REJECTED_TABLE, STAGING_TABLE
-
-from churn_platform.source import staging_table
-
+from churn_platform.core.fields import (
+    ANALYTICS_TABLE,
+    METRICS_TABLE,
+    REJECTED_TABLE,
+    STAGING_TABLE,
+)
+from churn_platform.core.source import staging_table
+from churn_platform.defs.elt.assets import STAGING
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv, write_table
 
 TABLES = (STAGING_TABLE, ANALYTICS_TABLE, REJECTED_TABLE, METRICS_TABLE)
@@ -97,7 +100,7 @@ def test_unreadable_file(tmp_path, sample_csv):
     csv = tmp_path / "secret.csv"
     shutil.copy(sample_csv, csv)
     csv.chmod(0)
-    code = ("import sys; from churn_platform.source import read_header\n"
+    code = ("import sys; from churn_platform.core.source import read_header\n"
             "try: read_header(sys.argv[1])\n"
             "except Exception as e: print(e.description); sys.exit(3)")
     drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]

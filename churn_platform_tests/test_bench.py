@@ -6,7 +6,7 @@ accounted for) and was reported, never how fast.
 
 import json
 
-from churn_platform.bench.cli import main
+from churn_platform_bench.cli import main
 
 
 def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):

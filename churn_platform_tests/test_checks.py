@@ -1,23 +1,34 @@
 """Each asset check fails on the damage it exists to catch, and says where (source_row, counts)."""
 
+import shutil
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform import checks
-from churn_platform.definitions import defs
-from churn_platform.fields import METRICS_TABLE
-from churn_platform.mapping import load_mapping
-from churn_platform.settings import DEFAULT_SOURCE_MAPPING
-from churn_platform.warehouse import WarehouseResource
-
+from churn_platform.core.fields import METRICS_TABLE
+from churn_platform.core.mapping import load_mapping
+from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING, SAMPLE_CSV
+from churn_platform.defs.elt import checks
+from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import run_elt
+from churn_platform_tests.location import defs
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    """One good run's warehouse, built once for the module; tests damage copies of it."""
+    database = tmp_path_factory.mktemp("good_run") / "warehouse.duckdb"
+    assert run_elt(SAMPLE_CSV, database).success
+    return database
 
 
 @pytest.fixture
-def built(sample_csv, warehouse):
-    """A warehouse after one good run, and the resource the checks read it with."""
-    assert run_elt(sample_csv, warehouse).success
+def built(good_run, warehouse):
+    """A copy of the good run's warehouse, and the resource the checks read it with."""
+    shutil.copyfile(good_run, warehouse)
+    assert not good_run.with_name(good_run.name + ".wal").exists()  # the copy is the whole database
     return warehouse, WarehouseResource(database=str(warehouse))
 
 

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 import yaml
 
-from churn_platform.settings import PROJECT_ROOT
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.stack import (
     COMPOSE_FILE,
     ENV_EXAMPLE,

@@ -7,11 +7,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from churn_platform.assets import ANALYTICS, ELT_ASSETS, METRICS, REJECTED, SEGMENTS, STAGING
-from churn_platform.definitions import defs
-from churn_platform.settings import PROJECT_ROOT
-
+from churn_platform.core.settings import PROJECT_ROOT
+from churn_platform.defs.elt.assets import (
+    ANALYTICS,
+    ELT_ASSETS,
+    METRICS,
+    REJECTED,
+    SEGMENTS,
+    STAGING,
+)
 from churn_platform_tests.conftest import query
+from churn_platform_tests.location import defs
 
 
 def test_definitions_load_and_validate():
@@ -45,7 +51,9 @@ def test_the_hourly_schedule_runs_the_job_from_the_start():
 
 def test_the_project_declares_its_code_location():
     text = (PROJECT_ROOT / "pyproject.toml").read_text()
-    assert 'module_name = "churn_platform.definitions"' in text
+    assert "[tool.dg]" in text
+    assert 'code_location_target_module = "churn_platform.definitions"' in text
+    assert 'code_location_name = "churn_platform"' in text
     assert "churn_platform.definitions" in (PROJECT_ROOT / "workspace.yaml").read_text()
 
 

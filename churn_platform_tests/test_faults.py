@@ -12,23 +12,22 @@ import sys
 import pytest
 
 from churn_platform import sample_data
-from churn_platform.fields import (
+from churn_platform.core.fields import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
     REJECTED_TABLE,
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
-
 from churn_platform_tests.conftest import query, run_elt
 
 BIG_ROWS = 200_000
 
 RUN_IN_CHILD = """
 import sys, dagster as dg
-from churn_platform.assets import ELT_ASSETS
-from churn_platform.checks import ELT_CHECKS
-from churn_platform.resources import build_resources
+from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.elt.checks import ELT_CHECKS
+from churn_platform.defs.resources import build_resources
 dg.materialize([*ELT_ASSETS, *ELT_CHECKS], resources=build_resources(sys.argv[1], sys.argv[2]))
 """
 

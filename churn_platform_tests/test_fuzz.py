@@ -14,9 +14,8 @@ import duckdb
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from churn_platform.fields import SOURCE_COLUMNS
-from churn_platform.warehouse import quote_ident
-
+from churn_platform.core.fields import SOURCE_COLUMNS
+from churn_platform.core.warehouse import quote_ident
 from churn_platform_tests.conftest import HEADER, load_and_transform
 
 GOOD = HEADER + "\nK1,40,Male,3,50,One-Year,DSL,150,Yes,No\n"

@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from churn_platform import grafana
-from churn_platform.grafana import MacroError, expand_macros, interpolate
+from churn_platform_tests.support import grafana
+from churn_platform_tests.support.grafana import MacroError, expand_macros, interpolate
 
 FROM = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 TO = datetime(2025, 1, 9, 3, 4, 5, 250000, tzinfo=timezone.utc)

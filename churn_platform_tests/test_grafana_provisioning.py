@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from churn_platform import grafana
-from churn_platform.grafana import GRAFANA_DIR, load_yaml
+from churn_platform_tests.support import grafana
+from churn_platform_tests.support.grafana import GRAFANA_DIR, load_yaml
 
 PROVISIONING = GRAFANA_DIR / "provisioning"
 ENV_PLACEHOLDER = re.compile(r"^\$\{[A-Z][A-Z0-9_]*\}$")

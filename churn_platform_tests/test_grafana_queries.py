@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from churn_platform import grafana
+from churn_platform_tests.support import grafana
 
 NUMBER = (int, float, Decimal)
 

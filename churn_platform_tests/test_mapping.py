@@ -9,8 +9,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform.fields import FIELDS, FIELDS_BY_NAME
-from churn_platform.mapping import (
+from churn_platform.core.fields import FIELDS, FIELDS_BY_NAME
+from churn_platform.core.mapping import (
     DEFAULT_MAPPING,
     Dialect,
     MappingError,
@@ -18,8 +18,14 @@ from churn_platform.mapping import (
     normalize,
     read_mapping,
 )
-from churn_platform.source import SourceFileError, check_header, read_header, staging_table
-from churn_platform.transform import cell, problem, typed_value
+from churn_platform.core.source import (
+    SourceFileError,
+    check_header,
+    read_header,
+    staging_table,
+)
+from churn_platform.core.transform import cell, problem, typed_value
+from churn_platform.defs.resources import ChurnSource
 from churn_platform_tests.conftest import HEADER, write_csv
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -234,8 +240,12 @@ def test_a_bad_dialect_skips_the_header_check_it_would_misread(tmp_path, churn_c
 
 
 def test_mapping_errors_are_dagster_failures_that_do_not_retry(tmp_path):
+    path = write_mapping(tmp_path, "fields:\n  churn: c\n")
+    with pytest.raises(MappingError) as error:
+        load_mapping(path)
+    assert error.value.retryable is False
     with pytest.raises(dg.Failure) as error:
-        load_mapping(write_mapping(tmp_path, "fields:\n  churn: c\n"))
+        ChurnSource(csv_path="x.csv", mapping_path=str(path)).mapping()
     assert error.value.allow_retries is False
 
 

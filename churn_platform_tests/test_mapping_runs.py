@@ -9,9 +9,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform import settings
-from churn_platform.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS
-from churn_platform.mapping import DEFAULT_MAPPING
+from churn_platform.core import settings
+from churn_platform.core.mapping import DEFAULT_MAPPING
+from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
 from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
 

@@ -2,21 +2,30 @@
 
 import uuid
 
-import duckdb
-
 import dagster as dg
+import duckdb
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from churn_platform import settings
-from churn_platform.assets import METRICS
-from churn_platform.export.asset import EXPORT, REPORTED_ASSETS, REPORTED_CHECKS, postgres_metrics
-from churn_platform.export.postgres import describe_dsn
-from churn_platform.jobs import RETRY_POLICY, WAREHOUSE_TAG
-from churn_platform.resources import build_resources
+from churn_platform.core import settings
+from churn_platform.core.export.postgres import describe_dsn
+from churn_platform.defs.elt.assets import METRICS
+from churn_platform.defs.export.assets import (
+    EXPORT,
+    REPORTED_ASSETS,
+    REPORTED_CHECKS,
+    postgres_metrics,
+)
+from churn_platform.defs.resources import build_resources
+from churn_platform.defs.runs import RETRY_POLICY, WAREHOUSE_TAG
 from churn_platform_tests.conftest import query
-from churn_platform_tests.export_support import ELT_RUNS, pg_rows, platform_defs, run_job
+from churn_platform_tests.export_support import (
+    ELT_RUNS,
+    pg_rows,
+    platform_defs,
+    run_job,
+)
 from churn_platform_tests.postgres import free_port
 
 HISTORY_TABLES = ("kpi_snapshots", "data_quality_snapshots", "missing_values", "churn_by_segment")
@@ -110,7 +119,7 @@ def test_failed_export_then_a_good_one_loses_nothing(tmp_path, pg_dsn, monkeypat
 
 
 def test_export_job_queues_with_the_warehouse_and_retries():
-    from churn_platform.definitions import defs
+    from churn_platform_tests.location import defs
 
     job = defs.resolve_job_def("metrics_export_job")
     assert job.tags.items() >= WAREHOUSE_TAG.items()

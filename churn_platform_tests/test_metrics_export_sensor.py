@@ -3,10 +3,10 @@
 import dagster as dg
 import pytest
 
-from churn_platform import settings
-from churn_platform.assets import ELT_ASSETS
-from churn_platform.export.job import SOURCE_RUN_TAG, metrics_export_sensor
-from churn_platform.resources import build_resources
+from churn_platform.core import settings
+from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_sensor
+from churn_platform.defs.resources import build_resources
 
 
 @pytest.fixture

@@ -6,11 +6,22 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS, STAGING
-from churn_platform.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
-from churn_platform.warehouse import quote_ident
-
-from churn_platform_tests.conftest import HEADER, load_and_transform, query, run_elt, write_csv
+from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.warehouse import quote_ident
+from churn_platform.defs.elt.assets import (
+    ANALYTICS,
+    METRICS,
+    REJECTED,
+    SEGMENTS,
+    STAGING,
+)
+from churn_platform_tests.conftest import (
+    HEADER,
+    load_and_transform,
+    query,
+    run_elt,
+    write_csv,
+)
 
 
 def read_source(path) -> list[dict]:

@@ -11,8 +11,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from churn_platform.settings import SAMPLE_CSV
-
+from churn_platform.core.settings import SAMPLE_CSV
 from churn_platform_tests.postgres import PostgresCluster, pg_binaries
 
 PASSWORD = "pw-never-logged"

@@ -5,8 +5,8 @@ import hashlib
 from collections import Counter
 
 from churn_platform import sample_data
-from churn_platform.fields import SOURCE_COLUMNS
-from churn_platform.settings import SAMPLE_CSV
+from churn_platform.core.fields import SOURCE_COLUMNS
+from churn_platform.core.settings import SAMPLE_CSV
 
 
 def digest(path) -> str:

@@ -8,10 +8,10 @@ import duckdb
 import psycopg
 import pytest
 
-from churn_platform import backup
-from churn_platform.pseudonymize import pseudonym
-from churn_platform.resources import build_resources
-
+from churn_platform.core import backups as backup
+from churn_platform.core.pseudonymize import pseudonym
+from churn_platform.defs.backup import assets as backup_defs
+from churn_platform.defs.resources import build_resources
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
 from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
 
@@ -113,7 +113,7 @@ def test_a_hostile_backup_folder_is_quoted(tmp_path, sample_csv, warehouse, monk
     run_elt(sample_csv, warehouse)
     folder = tmp_path / HOSTILE
     monkeypatch.setenv("CHURN_BACKUP_DIR", str(folder))
-    dg.materialize([backup.warehouse_backup], resources=build_resources(str(warehouse)))
+    dg.materialize([backup_defs.warehouse_backup], resources=build_resources(str(warehouse)))
     [taken] = backup.list_backups(folder)
     restored = tmp_path / "restored.duckdb"
     backup.restore_backup(taken, restored)

@@ -13,10 +13,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from churn_platform import jobs
-from churn_platform.definitions import defs
-from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # made by the init script
-from churn_platform.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform.core.export.postgres import (
+    SCHEMA as METRICS_SCHEMA,  # made by the init script
+)
+from churn_platform.core.settings import PROJECT_ROOT, SAMPLE_CSV
+from churn_platform.defs.runs import WAREHOUSE_TAG as WAREHOUSE_TAGS
+from churn_platform_tests.location import defs
 from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
     STACK_INSTANCE,
@@ -33,7 +35,7 @@ from churn_platform_tests.stack import (
 )
 
 LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
-[WAREHOUSE_TAG] = jobs.WAREHOUSE_TAG
+[WAREHOUSE_TAG] = WAREHOUSE_TAGS
 EXPORT_JOB = "metrics_export_job"
 BACKUP_JOB = "warehouse_backup_job"
 
@@ -300,7 +302,7 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
 
         # One warehouse run at a time, whoever started it (manual, schedule, sensor): the queue
         # never let two of them overlap.
-        runs = _runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": jobs.WAREHOUSE_TAG[WAREHOUSE_TAG]}])
+        runs = _runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": WAREHOUSE_TAGS[WAREHOUSE_TAG]}])
         assert {r["jobName"] for r in runs} == {"churn_elt_job", EXPORT_JOB, BACKUP_JOB}
         assert {r["status"] for r in runs} == {"SUCCESS"}
         spans = sorted((r["startTime"], r["endTime"]) for r in runs)

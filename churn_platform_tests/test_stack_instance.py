@@ -10,8 +10,8 @@ from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from psycopg.conninfo import conninfo_to_dict
 
-from churn_platform.definitions import defs
-from churn_platform.jobs import WAREHOUSE_TAG
+from churn_platform.defs.runs import WAREHOUSE_TAG
+from churn_platform_tests.location import defs
 from churn_platform_tests.stack import STACK_INSTANCE
 
 

@@ -5,7 +5,9 @@ the metrics database and its two roles; Grafana's role reads what the exporter w
 import psycopg
 import pytest
 
-from churn_platform.export.postgres import SCHEMA as METRICS_SCHEMA  # made by the init script
+from churn_platform.core.export.postgres import (
+    SCHEMA as METRICS_SCHEMA,  # made by the init script
+)
 from churn_platform_tests.stack import run_init_script
 
 

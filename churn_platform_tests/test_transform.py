@@ -6,9 +6,8 @@ import hmac
 import duckdb
 import pytest
 
-from churn_platform.pseudonymize import hmac_pads, pseudonym
-from churn_platform.transform import band_sql
-
+from churn_platform.core.pseudonymize import hmac_pads, pseudonym
+from churn_platform.core.transform import band_sql
 from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
 
 GOOD = "C1,40,Female,10,70.5,One-Year,DSL,705.0,Yes,No"

@@ -7,16 +7,14 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform.resources import build_resources
-from churn_platform.warehouse import (
+from churn_platform.core.warehouse import (
     SqlTable,
-    WarehouseIOManager,
     WarehouseLockedError,
-    WarehouseResource,
     clean_duckdb_error,
     connect,
 )
-
+from churn_platform.defs.resources import build_resources
+from churn_platform.defs.warehouse_io import WarehouseIOManager, WarehouseResource
 from churn_platform_tests.conftest import query, run_elt, write_table
 
 KEY = dg.AssetKey(["analytics", "things"])

@@ -1,0 +1,89 @@
+"""Which snapshots PostgreSQL lacks, read from DuckDB's history in one brief read-only connection.
+
+A snapshot is identified by the run that wrote it: a re-executed run replaces its snapshot in
+DuckDB under the same snapshot_id with a new run id, so "lacking" means "this run id is not there".
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import duckdb
+
+from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+
+
+@dataclass(frozen=True)
+class HistoryTable:
+    """A PostgreSQL history table and the DuckDB SELECT that feeds it (columns in table order)."""
+
+    name: str
+    columns: tuple[str, ...]
+    source_sql: str
+    source_table: str
+
+
+_SNAPSHOT = "snapshot_id, run_id AS source_run_id, snapshot_at"
+# A field the source lacks (source mapping) has NULL there: no cell of it is missing.
+_MISSING_CELLS = " + ".join(f"coalesce(missing_{f.name}, 0)" for f in FIELDS)
+
+HISTORY_TABLES = (
+    HistoryTable(
+        "kpi_snapshots",
+        ("snapshot_id", "source_run_id", "snapshot_at", "total_records", "analytics_records",
+         "rejected_rows", "churn_rate_percent", "avg_monthly_charges", "avg_tenure_months"),
+        f"SELECT {_SNAPSHOT}, total_records, analytics_records, rejected_rows, churn_rate_percent,"
+        f" avg_monthly_charges, avg_tenure_months FROM {METRICS_TABLE}",
+        METRICS_TABLE,
+    ),
+    HistoryTable(
+        "data_quality_snapshots",
+        ("snapshot_id", "source_run_id", "snapshot_at", "source_file", "total_records",
+         "analytics_records", "rejected_rows", "duplicate_customer_ids", "missing_cells"),
+        f"SELECT {_SNAPSHOT}, source_file, total_records, analytics_records, rejected_rows,"
+        f" duplicate_customer_ids, {_MISSING_CELLS} AS missing_cells"
+        f" FROM {METRICS_TABLE}",
+        METRICS_TABLE,
+    ),
+    HistoryTable(
+        "missing_values",
+        ("snapshot_id", "source_run_id", "snapshot_at", "column_name", "missing_count"),
+        f"SELECT snapshot_id, source_run_id, snapshot_at, replace(column_name, 'missing_', '')"
+        f" AS column_name, missing_count FROM (UNPIVOT (SELECT {_SNAPSHOT}, COLUMNS('^missing_')"
+        f" FROM {METRICS_TABLE}) ON COLUMNS('^missing_')"
+        f" INTO NAME column_name VALUE missing_count)",
+        METRICS_TABLE,
+    ),
+    HistoryTable(
+        "churn_by_segment",
+        ("snapshot_id", "source_run_id", "snapshot_at", "dimension", "segment", "customers",
+         "churned", "churn_rate_percent"),
+        f"SELECT {_SNAPSHOT}, dimension, segment, customers, churned, churn_rate_percent"
+        f" FROM {SEGMENT_TABLE}",
+        SEGMENT_TABLE,
+    ),
+)
+
+
+def _exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    schema, name = qualified.split(".")
+    return conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()[0] > 0
+
+
+def missing_rows(conn: duckdb.DuckDBPyConnection, spec: HistoryTable,
+                 known_run_ids: set[str], since: datetime) -> list[tuple]:
+    """The rows of every snapshot since `since` (naive UTC) whose run id PostgreSQL does not
+    hold, oldest first; older ones are past the retention and stay out."""
+    if not _exists(conn, spec.source_table):
+        return []
+    rows = conn.execute(
+        f"SELECT {', '.join(spec.columns)} FROM ({spec.source_sql})"
+        " WHERE NOT list_contains($known::VARCHAR[], source_run_id) AND snapshot_at >= $since"
+        " ORDER BY ALL",
+        {"known": sorted(known_run_ids), "since": since},
+    ).fetchall()
+    at = spec.columns.index("snapshot_at")
+    # DuckDB keeps UTC as naive timestamps; PostgreSQL gets them as explicit UTC.
+    return [(*r[:at], r[at].replace(tzinfo=timezone.utc), *r[at + 1:]) for r in rows]

@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per concern; `churn_platform.definitions` loads them all."""

@@ -1,0 +1,1 @@
+"""Warehouse backups after every successful ELT run."""

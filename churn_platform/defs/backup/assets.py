@@ -1,0 +1,59 @@
+"""The backup asset, its job, and the sensor that starts it after every successful ELT run."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from churn_platform.core import settings
+from churn_platform.core.backups import list_backups, prune_backups, take_backup
+from churn_platform.defs.elt.assets import METRICS, OWNERS
+from churn_platform.defs.elt.jobs import churn_elt_job
+from churn_platform.defs.runs import WAREHOUSE_TAG
+from churn_platform.defs.warehouse_io import WarehouseResource
+
+BACKUP = dg.AssetKey(["backups", "warehouse"])
+
+
+@dg.asset(
+    key=BACKUP,
+    deps=[METRICS],
+    group_name="operations",
+    kinds={"duckdb", "parquet"},
+    owners=OWNERS,
+    description=(
+        "A consistent Parquet copy of the whole warehouse (staging included: keep it as private as"
+        " the warehouse), kept by CHURN_BACKUP_KEEP and CHURN_BACKUP_MAX_AGE_HOURS."
+    ),
+)
+def warehouse_backup(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    root = settings.backup_dir()
+    now = datetime.now(timezone.utc)
+    with warehouse.get_connection(read_only=True) as conn:
+        backup = take_backup(conn, root, now)
+    removed = prune_backups(root, settings.backup_keep(), settings.backup_max_age(), now)
+    return dg.MaterializeResult(
+        metadata={
+            "backup": str(backup),
+            "size_bytes": sum(f.stat().st_size for f in backup.rglob("*") if f.is_file()),
+            "backups_kept": len(list_backups(root)),
+            "backups_removed": len(removed),
+        }
+    )
+
+
+warehouse_backup_job = dg.define_asset_job(
+    name="warehouse_backup_job",
+    selection=[BACKUP],
+    tags=WAREHOUSE_TAG,
+    description="Back up the warehouse; started after every successful churn_elt_job run.",
+)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[churn_elt_job],
+    request_job=warehouse_backup_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def backup_after_elt(context: dg.RunStatusSensorContext):
+    return dg.RunRequest(run_key=context.dagster_run.run_id)

@@ -1,0 +1,1 @@
+"""The ELT: staging, analytics, rejected rows, segments, quality metrics; their checks and schedule."""

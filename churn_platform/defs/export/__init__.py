@@ -1,0 +1,1 @@
+"""The metrics export to PostgreSQL, for Grafana."""

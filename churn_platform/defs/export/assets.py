@@ -1,0 +1,67 @@
+"""The export as an asset, downstream of the metrics, so lineage shows where the numbers go."""
+
+import dagster as dg
+
+from churn_platform.core import settings
+from churn_platform.core.export.postgres import SCHEMA, describe_dsn
+from churn_platform.defs.elt.assets import ELT_ASSETS, METRICS, OWNERS, SEGMENTS
+from churn_platform.defs.elt.checks import ELT_CHECKS, freshness_checks
+from churn_platform.defs.export.sync import export_metrics
+from churn_platform.defs.failures import reported_as_failure
+from churn_platform.defs.resources import MetricsDatabase
+from churn_platform.defs.warehouse_io import WarehouseResource
+
+EXPORT = dg.AssetKey(["metrics_export", "postgres_metrics"])
+
+# What the export reports on: the platform's assets and every check on them.
+REPORTED_ASSETS = [*(a.key for a in ELT_ASSETS), EXPORT]
+REPORTED_CHECKS = [key for c in [*ELT_CHECKS, *freshness_checks] for key in c.check_keys]
+
+
+@dg.asset(
+    key=EXPORT,
+    deps=[METRICS, SEGMENTS],
+    group_name="metrics_export",
+    kinds={"postgres", "grafana"},
+    owners=OWNERS,
+    output_required=False,
+    description=(
+        f"Snapshot history, churn by segment, latest check results, freshness and run history in"
+        f" PostgreSQL (schema `{SCHEMA}`), for the Grafana dashboards. Skipped, not failed, while"
+        f" {settings.METRICS_DSN_ENV} is unset."
+    ),
+)
+def postgres_metrics(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, metrics_db: MetricsDatabase
+):
+    dsn = metrics_db.dsn()
+    if dsn is None:
+        context.log.warning(f"{metrics_db.dsn_env} is not set: nothing exported.")
+        return
+    with reported_as_failure():
+        summary = export_metrics(
+            context.instance,
+            dsn,
+            warehouse,
+            check_keys=REPORTED_CHECKS,
+            asset_keys=REPORTED_ASSETS,
+            export_run_id=context.run_id,
+            reader=settings.grafana_reader(),
+            retention=settings.metrics_retention(),
+        )
+    context.log.info(
+        f"Exported {summary.snapshots_added} new snapshots and {summary.runs_synced} runs to"
+        f" {describe_dsn(dsn)}."
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "target": describe_dsn(dsn),
+            "snapshots_added": summary.snapshots_added,
+            **{f"rows_added: {name}": n for name, n in summary.rows_added.items()},
+            "check_results": summary.check_results,
+            "assets": summary.assets,
+            "runs_synced": summary.runs_synced,
+            "history_rows_expired": summary.rows_expired,
+            "warehouse_file_bytes": dg.MetadataValue.int(summary.warehouse_file_bytes or 0),
+        }
+    )

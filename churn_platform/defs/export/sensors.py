@@ -1,0 +1,46 @@
+"""The export job and the asset sensor that starts it after every new metrics snapshot.
+
+The run_key is the run id of the materialization the sensor saw, taken from the event itself:
+the sensor's cursor is updated only after the function returns (design notes, pitfall 3), so a
+re-evaluated tick asks for the same run_key and Dagster starts no second export.
+"""
+
+import dagster as dg
+
+from churn_platform.core import settings
+from churn_platform.defs.elt.assets import METRICS
+from churn_platform.defs.export.assets import EXPORT
+from churn_platform.defs.runs import RETRY_POLICY, WAREHOUSE_TAG
+
+SOURCE_RUN_TAG = "churn_platform/source_run_id"
+
+# Queued with the ELT runs (same tag, limit 1): the export's brief DuckDB read never races a writer.
+# An unreachable PostgreSQL raises a retryable failure: the retry policy tries again later.
+metrics_export_job = dg.define_asset_job(
+    name="metrics_export_job",
+    selection=dg.AssetSelection.assets(EXPORT),
+    executor_def=dg.in_process_executor,
+    op_retry_policy=RETRY_POLICY,
+    tags=WAREHOUSE_TAG,
+    description="Sync the metrics history and the pipeline's state into PostgreSQL for Grafana.",
+)
+
+
+@dg.asset_sensor(
+    asset_key=METRICS,
+    job=metrics_export_job,
+    name="metrics_export_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Exports each new data-quality snapshot to PostgreSQL.",
+)
+def metrics_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    if settings.metrics_dsn() is None:
+        return dg.SkipReason(
+            f"{settings.METRICS_DSN_ENV} is not set: no metrics database to export to. Set it to a"
+            " libpq connection string; the next export then syncs every snapshot not yet exported."
+        )
+    return dg.RunRequest(
+        run_key=f"metrics-export-{asset_event.run_id}",
+        tags={SOURCE_RUN_TAG: asset_event.run_id},
+    )
