@@ -108,3 +108,23 @@ def write_csv(path: Path, text: str) -> Path:
 
 
 HEADER = "CustomerID,Age,Gender,Tenure,MonthlyCharges,ContractType,InternetService,TotalCharges,TechSupport,Churn"
+
+
+# Modules whose every test runs the whole graph, a child process or a server: seconds each.
+SLOW_MODULES = {
+    "test_bench.py", "test_faults.py", "test_fuzz.py", "test_postgres_outage.py",
+    "test_mapping_runs.py", "test_security.py", "test_metrics_export.py",
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test by what it needs, so a subset can be chosen with -m."""
+    for item in items:
+        module = item.path.name
+        if "pg_server" in item.fixturenames:
+            item.add_marker(pytest.mark.postgres)
+        if module.startswith("test_stack_") or module == "test_compose.py":
+            item.add_marker(pytest.mark.stack)
+        if item.get_closest_marker("postgres") or item.get_closest_marker("stack") \
+                or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

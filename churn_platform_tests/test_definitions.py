@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.elt.assets import (
@@ -57,6 +58,7 @@ def test_the_project_declares_its_code_location():
     assert "churn_platform.definitions" in (PROJECT_ROOT / "workspace.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_the_headless_cli_run_from_the_readme(tmp_path, real_csv):
     """`dagster job execute -m churn_platform.definitions -j churn_elt_job`, as a user types it."""
     database = tmp_path / "cli.duckdb"

@@ -70,6 +70,7 @@ def test_staging_is_lossless_text_with_its_origin(sample_csv, warehouse):
     assert types == [("VARCHAR",)]
 
 
+@pytest.mark.slow
 def test_source_row_keeps_file_order_in_a_file_read_in_parallel(tmp_path):
     """1M rows (45 MB): DuckDB reads them in chunks on every core and writes row groups in any
     order; each row must still carry its own line number, and the rejected row its own."""

@@ -4,6 +4,8 @@ import csv
 import hashlib
 from collections import Counter
 
+import pytest
+
 from churn_platform import sample_data
 from churn_platform.core.fields import SOURCE_COLUMNS
 from churn_platform.core.settings import SAMPLE_CSV
@@ -25,6 +27,7 @@ def test_the_committed_sample_is_the_generators_output(tmp_path):
     assert digest(tmp_path / "s.csv") == digest(SAMPLE_CSV)
 
 
+@pytest.mark.slow
 def test_rows_have_the_source_schema_gaps_and_churn_tied_to_contract(tmp_path):
     path = sample_data.write_sample(tmp_path / "s.csv", 250_000, seed=1)  # spans three chunks
     with path.open(newline="") as handle:
