@@ -161,7 +161,7 @@ def group_alive(pgid: int) -> bool:
 
 
 class ProcessGroups:
-    """Each process started in a process group of its own (design notes, pitfall 5), so stopping it
+    """Each process started in a process group of its own, so stopping it
     also stops whatever it spawned: the code server's gRPC child, the run workers."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path):

@@ -1,4 +1,4 @@
-"""Grafana's macro and variable expansion, as the PostgreSQL data source does it (pitfall 11)."""
+"""Grafana's macro and variable expansion, as the PostgreSQL data source does it."""
 
 from datetime import datetime, timezone
 

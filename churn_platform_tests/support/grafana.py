@@ -1,6 +1,6 @@
 """Grafana's side of the dashboards, reproduced so tests can run every panel query for real.
 
-No Grafana server runs on these machines (design notes, pitfall 10), so the tests expand each
+No Grafana server can be installed on the build machines, so the tests expand each
 query the way Grafana would (template variables, then the PostgreSQL data source's macros, as in
 Grafana's pkg/tsdb/grafana-postgresql-datasource/macros.go), run it against PostgreSQL, and lint
 the dashboard JSON and provisioning files statically.

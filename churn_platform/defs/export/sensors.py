@@ -1,8 +1,8 @@
 """The export job and the asset sensor that starts it after every new metrics snapshot.
 
 The run_key is the run id of the materialization the sensor saw, taken from the event itself:
-the sensor's cursor is updated only after the function returns (design notes, pitfall 3), so a
-re-evaluated tick asks for the same run_key and Dagster starts no second export.
+an asset sensor's cursor is updated only after the function returns (it is None on the first
+tick), so a re-evaluated tick asks for the same run_key and Dagster starts no second export.
 """
 
 import dagster as dg
