@@ -151,7 +151,7 @@ def test_reasons_are_exact_contributions(con, model, frame):
     python = cm.contributions(model, rows)
     for i in range(0, len(rows), 97):
         row = python.iloc[i]
-        top = row.abs().sort_values(ascending=False).index[:3]
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3]
         expected = [f"{n} {'raises' if row[n] > 0 else 'lowers'}" for n in top]
         assert [scored.reason_1[i], scored.reason_2[i], scored.reason_3[i]] == expected
 
@@ -214,6 +214,17 @@ def test_absent_fields_are_left_out_and_named(con, frame):
     rows = con.execute("SELECT * FROM narrow ORDER BY anonymized_customer_id").df()
     expected = model.pipeline.predict_proba(rows[list(model.selection.features)])[:, 1]
     assert np.abs(scores.churn_probability.to_numpy() - expected).max() < 1e-9
+
+
+def test_a_model_with_two_features_gives_two_reasons(con, frame):
+    absent = [f for f in (*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES)
+              if f not in ("tenure", "contract_type")]
+    model = cm.train(frame, absent=absent)
+    assert model.selection.features == ("tenure", "contract_type")
+    reasons = con.execute(
+        f"SELECT DISTINCT reason_1 IS NULL, reason_2 IS NULL, reason_3 IS NULL"
+        f" FROM ({scoring_sql(model, 'analytics')})").fetchall()
+    assert reasons == [(False, False, True)]
 
 
 def test_a_present_field_with_nulls_is_an_error(frame):

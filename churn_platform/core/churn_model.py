@@ -177,7 +177,7 @@ def _pipeline(selection: FeatureSelection, seed: int) -> Pipeline:
                       list(selection.categorical)))
     return Pipeline([
         ("prep", ColumnTransformer(steps)),
-        ("clf", LogisticRegression(max_iter=1000, random_state=seed)),
+        ("clf", LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=seed)),
     ])
 
 

@@ -71,6 +71,26 @@ def contribution_sql(model: ChurnModel) -> dict[str, str]:
     return {name: terms[name] for name in model.selection.features}
 
 
+def _reason_sql(names: list[str], k: int) -> str:
+    """The k-th reason (0-based): the feature whose contribution ranks k by absolute size.
+
+    A feature's rank is how many others outweigh it (ties go to the earlier feature): numeric
+    comparisons only, several times faster in DuckDB than sorting a list of structs per row.
+    """
+    whens = []
+    for i, name in enumerate(names):
+        mine = f"abs({_ident('c_' + name)})"
+        beaten = [f"(abs({_ident('c_' + other)}) {'>=' if j < i else '>'} {mine})::INTEGER"
+                  for j, other in enumerate(names) if j != i]
+        rank = " + ".join(beaten) or "0"
+        column = _ident("c_" + name)
+        direction = (f"CASE WHEN {column} > 0 THEN {_text(name + ' raises')}"
+                     f" WHEN {column} < 0 THEN {_text(name + ' lowers')}"
+                     f" ELSE {_text(name + ' does not change')} END")
+        whens.append(f"WHEN {rank} = {k} THEN {direction}")
+    return f"CASE {' '.join(whens)} END"
+
+
 def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
                 id_column: str = ID_COLUMN) -> str:
     """One row per row of `relation` (filtered by `where`, e.g. "churn_flag = 0"): the id,
@@ -79,19 +99,14 @@ def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
     churn_probability = 1 / (1 + exp(-(baseline + sum of contributions))), the pipeline's
     predict_proba. A reason is '<feature> raises' or '<feature> lowers' (its contribution's
     sign against the average training customer); reasons rank by absolute contribution,
-    ties by name, and a model with fewer than three features leaves the rest NULL.
+    ties by feature order, and a model with fewer than three features leaves the rest NULL.
     """
     terms = contribution_sql(model)
     names = list(terms)
     contributions = ", ".join(f"{sql} AS {_ident('c_' + n)}" for n, sql in terms.items())
     logit = " + ".join([_number(model.linear_form().baseline)]
                        + [_ident("c_" + n) for n in names])
-    reasons = ", ".join(
-        f"{{'weight': abs({_ident('c_' + n)}), 'reason': {_text(n + ' ')} || "
-        f"CASE WHEN {_ident('c_' + n)} > 0 THEN 'raises' WHEN {_ident('c_' + n)} < 0 "
-        f"THEN 'lowers' ELSE 'does not change' END}}"
-        for n in names
-    )
+    reasons = ", ".join(f"{_reason_sql(names, k)} AS reason_{k + 1}" for k in range(3))
     bands = model.bands
     version = _text(model.version) if model.version else "CAST(NULL AS VARCHAR)"
     filtered = f"WHERE {where}" if where else ""
@@ -102,13 +117,11 @@ def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
                     WHEN churn_probability >= {_number(bands.medium)} THEN 'Medium'
                     ELSE 'Low' END AS risk_band,
                {version} AS model_version,
-               ranked[1].reason AS reason_1,
-               ranked[2].reason AS reason_2,
-               ranked[3].reason AS reason_3
+               reason_1, reason_2, reason_3
         FROM (
             SELECT {_ident(id_column)},
                    1.0 / (1.0 + exp(-({logit}))) AS churn_probability,
-                   list_sort([{reasons}], 'DESC') AS ranked
+                   {reasons}
             FROM (SELECT {_ident(id_column)}, {contributions} FROM {relation} {filtered})
         )
     """
