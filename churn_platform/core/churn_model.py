@@ -1,0 +1,380 @@
+"""The churn-risk model (issue 15) without Dagster: features, training, evaluation, the gate,
+risk bands and safe storage.
+
+Why a linear model: a logistic regression over standardized numerics and one-hot categories is
+a sum, so each customer's reasons are exact (coefficient x standardized value, against the
+average training customer) and the whole model is one SQL expression (churn_model_sql.py) that
+DuckDB evaluates over millions of rows in bounded memory. The label is `churn_flag`: churn as
+the export states it now, not a forecast of a date.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+# The canonical analytics columns of analytics.customer_churn (fields.FIELDS, less the id and
+# the label), named here so this module does not depend on where fields.py lives.
+NUMERIC_FEATURES = ("age", "tenure", "monthly_charges", "total_charges")
+CATEGORICAL_FEATURES = ("gender", "contract_type", "internet_service", "tech_support")
+LABEL = "churn_flag"
+
+SEED = 42
+N_FOLDS = 5
+MIN_ROC_AUC = 0.70
+MAX_ROC_AUC_DROP = 0.02
+NEAR_PERFECT_ROC_AUC = 0.99
+HIGH_RISK_SHARE = 0.10
+# ROC AUC is a ratio of counts: a decision at a bar is never closer to it than this, while
+# float subtraction (0.80 - 0.78 = 0.02000000000000002) is.
+_TOLERANCE = 1e-12
+FORMAT = "churn_platform.churn_model/1"
+# Every type the stored file may hold; loading refuses a file that needs any other.
+TRUSTED_TYPES = [
+    "sklearn.pipeline.Pipeline",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.linear_model._logistic.LogisticRegression",
+]
+
+
+class ModelIntegrityError(ValueError):
+    """A stored model that is not the one recorded (changed bytes) or holds untrusted types."""
+
+
+@dataclass(frozen=True)
+class FeatureSelection:
+    """The features a model uses, and each canonical field left out with the reason why."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    left_out: dict[str, str]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Stratified k-fold scores over pooled out-of-fold predictions."""
+
+    roc_auc: float
+    pr_auc: float
+    brier: float
+    n_train: int
+    positive_rate: float
+
+
+@dataclass(frozen=True)
+class RiskBands:
+    """Probability cut-offs (inclusive lower bounds) chosen from out-of-fold predictions.
+
+    Medium: at least the training churn rate, i.e. likelier to churn than the average customer.
+    High: the top HIGH_RISK_SHARE (10 %) of out-of-fold scores, i.e. the 90th percentile, and
+    never below Medium. `*_precision` is the churn rate the evaluation saw at or above each cut
+    (precision at the top), `*_share` the share of training customers there.
+    """
+
+    medium: float
+    high: float
+    medium_precision: float
+    high_precision: float
+    medium_share: float
+    high_share: float
+
+    def band(self, probability: float) -> str:
+        if probability >= self.high:
+            return "High"
+        return "Medium" if probability >= self.medium else "Low"
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    """The fitted pipeline as a sum: logit = baseline + sum of per-field contributions.
+
+    Baseline: the logit of the average training customer (numerics at their training mean,
+    each category at its training frequency). A numeric field contributes
+    coef * (x - mean) / scale; a categorical one coef[category] - sum(coef * frequency), and a
+    category unseen in training (or NULL) only the negative of that sum.
+    """
+
+    baseline: float
+    numeric: dict[str, tuple[float, float, float]]  # field -> (coef, mean, scale)
+    categorical: dict[str, dict[str, float]]  # field -> category -> contribution
+    unseen: dict[str, float]  # field -> contribution of an unseen category
+
+
+@dataclass
+class ChurnModel:
+    """A trained pipeline with what it was trained on and how it scored."""
+
+    pipeline: Pipeline
+    selection: FeatureSelection
+    evaluation: Evaluation
+    bands: RiskBands
+    category_frequencies: dict[str, dict[str, float]]
+    version: str | None = None  # SHA-256 of the stored file, once stored
+
+    def linear_form(self) -> LinearForm:
+        return _linear_form(self)
+
+
+class GateDecision(NamedTuple):
+    promoted: bool
+    reason: str
+    warnings: list[str]
+
+
+def select_features(frame: pd.DataFrame, absent=()) -> FeatureSelection:
+    """The canonical fields the source provides; the others are left out and named.
+
+    Left out: a field the source mapping names absent, one missing from the frame, one NULL in
+    every row (analytics leaves a statistic of no values NULL), or one with a single value
+    everywhere (an absent category imputed to its constant carries no signal).
+    A present field with some NULLs is an error: analytics imputes every present field.
+    """
+    left_out: dict[str, str] = {}
+    kept: dict[str, list[str]] = {"numeric": [], "categorical": []}
+    for kind, names in (("numeric", NUMERIC_FEATURES), ("categorical", CATEGORICAL_FEATURES)):
+        for name in names:
+            if name in absent:
+                left_out[name] = "absent from the source"
+            elif name not in frame.columns:
+                left_out[name] = "not in the table"
+            elif frame[name].isna().all():
+                left_out[name] = "NULL in every row"
+            elif frame[name].nunique() == 1:
+                left_out[name] = "one value in every row (no signal)"
+            else:
+                nulls = int(frame[name].isna().sum())
+                if nulls:
+                    raise ValueError(f"{name}: {nulls} NULL values in a present field; "
+                                     "analytics should have imputed them")
+                kept[kind].append(name)
+    return FeatureSelection(tuple(kept["numeric"]), tuple(kept["categorical"]), left_out)
+
+
+def _pipeline(selection: FeatureSelection, seed: int) -> Pipeline:
+    steps = []
+    if selection.numeric:
+        steps.append(("num", StandardScaler(), list(selection.numeric)))
+    if selection.categorical:
+        steps.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                      list(selection.categorical)))
+    return Pipeline([
+        ("prep", ColumnTransformer(steps)),
+        ("clf", LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=seed)),
+    ])
+
+
+def _labels(frame: pd.DataFrame) -> np.ndarray:
+    y = frame[LABEL].to_numpy()
+    if frame[LABEL].isna().any() or not set(np.unique(y)) <= {0, 1}:
+        raise ValueError(f"{LABEL} must be 0 or 1 in every row")
+    if len(np.unique(y)) < 2 or min(np.bincount(y.astype(int))) < N_FOLDS:
+        raise ValueError(f"{LABEL} needs at least {N_FOLDS} churned and {N_FOLDS} retained rows")
+    return y.astype(int)
+
+
+def choose_bands(y: np.ndarray, scores: np.ndarray) -> RiskBands:
+    """The cut-offs of RiskBands from out-of-fold scores (rule in RiskBands' docstring)."""
+    medium = float(y.mean())
+    high = max(float(np.quantile(scores, 1 - HIGH_RISK_SHARE)), medium)
+
+    def at_or_above(cut: float) -> tuple[float, float]:
+        top = scores >= cut
+        return (float(y[top].mean()) if top.any() else float("nan")), float(top.mean())
+
+    (medium_precision, medium_share), (high_precision, high_share) = (
+        at_or_above(medium), at_or_above(high))
+    return RiskBands(medium, high, medium_precision, high_precision, medium_share, high_share)
+
+
+def train(frame: pd.DataFrame, absent=(), seed: int = SEED) -> ChurnModel:
+    """Cross-validate, choose bands, then fit on every row; only feature columns are read.
+
+    Evaluation: StratifiedKFold(N_FOLDS, shuffled, `seed`); ROC AUC, average precision and
+    Brier score over the pooled out-of-fold probabilities, which also set the risk bands.
+    """
+    selection = select_features(frame, absent)
+    if not selection.features:
+        raise ValueError("no feature left to train on: " + json.dumps(selection.left_out))
+    y = _labels(frame)
+    x = frame[list(selection.features)]
+    folds = StratifiedKFold(N_FOLDS, shuffle=True, random_state=seed)
+    scores = cross_val_predict(_pipeline(selection, seed), x, y, cv=folds,
+                               method="predict_proba")[:, 1]
+    evaluation = Evaluation(
+        roc_auc=float(roc_auc_score(y, scores)),
+        pr_auc=float(average_precision_score(y, scores)),
+        brier=float(brier_score_loss(y, scores)),
+        n_train=int(len(y)),
+        positive_rate=float(y.mean()),
+    )
+    pipeline = _pipeline(selection, seed).fit(x, y)
+    frequencies = {
+        name: {str(k): float(v) for k, v in x[name].value_counts(normalize=True).items()}
+        for name in selection.categorical
+    }
+    return ChurnModel(pipeline, selection, evaluation, choose_bands(y, scores), frequencies)
+
+
+def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
+    """A stored model's ROC AUC on `frame`: the promoted model's score for the gate.
+
+    Rows the promoted model was trained on flatter it a little; with a dozen coefficients fit
+    on 100k+ rows that optimism is far below the gate's 0.02 margin.
+    """
+    missing = [f for f in model.selection.features if f not in frame.columns]
+    if missing:
+        raise ValueError(f"the model needs {', '.join(missing)}, which the data lacks")
+    scores = model.pipeline.predict_proba(frame[list(model.selection.features)])[:, 1]
+    return float(roc_auc_score(_labels(frame), scores))
+
+
+def gate(roc_auc: float, promoted_roc_auc: float | None = None) -> GateDecision:
+    """Promote only at ROC AUC >= 0.70 and at most 0.02 below the promoted model's ROC AUC
+    measured on the same data (the caller's `promoted_roc_auc`; None when none is promoted).
+
+    Labels without signal (shuffled) score about 0.5 and fall below the 0.70 bar. ROC AUC
+    >= 0.99 is promoted with a warning: on real churn data it means a leak or a rule.
+    """
+    warnings = []
+    if roc_auc is None or math.isnan(roc_auc):
+        return GateDecision(False, "refused: ROC AUC could not be computed", warnings)
+    if roc_auc >= NEAR_PERFECT_ROC_AUC - _TOLERANCE:
+        warnings.append(
+            f"ROC AUC {roc_auc:.4f} is near-perfect (at least {NEAR_PERFECT_ROC_AUC}): on real "
+            "churn data that points to a leaked feature or a deterministic rule, not a model")
+    if roc_auc < MIN_ROC_AUC - _TOLERANCE:
+        return GateDecision(False, (
+            f"refused: cross-validated ROC AUC {roc_auc:.4f} is below the minimum "
+            f"{MIN_ROC_AUC:.2f}; the labels carry too little signal in these features"), warnings)
+    if promoted_roc_auc is None:
+        return GateDecision(True, (
+            f"promoted: cross-validated ROC AUC {roc_auc:.4f} reaches the minimum "
+            f"{MIN_ROC_AUC:.2f} and no model was promoted before"), warnings)
+    drop = promoted_roc_auc - roc_auc
+    if drop > MAX_ROC_AUC_DROP + _TOLERANCE:
+        return GateDecision(False, (
+            f"refused: ROC AUC {roc_auc:.4f} is {drop:.4f} below the promoted model's "
+            f"{promoted_roc_auc:.4f} on the same data (at most {MAX_ROC_AUC_DROP} allowed)"),
+            warnings)
+    return GateDecision(True, (
+        f"promoted: ROC AUC {roc_auc:.4f} reaches the minimum {MIN_ROC_AUC:.2f} and is not more "
+        f"than {MAX_ROC_AUC_DROP} below the promoted model's {promoted_roc_auc:.4f} "
+        "on the same data"), warnings)
+
+
+def _linear_form(model: ChurnModel) -> LinearForm:
+    prep = model.pipeline.named_steps["prep"]
+    clf = model.pipeline.named_steps["clf"]
+    coef = clf.coef_[0]
+    baseline = float(clf.intercept_[0])
+    numeric, categorical, unseen = {}, {}, {}
+    at = 0
+    if model.selection.numeric:
+        scaler = prep.named_transformers_["num"]
+        for i, name in enumerate(model.selection.numeric):
+            numeric[name] = (float(coef[at]), float(scaler.mean_[i]), float(scaler.scale_[i]))
+            at += 1
+    if model.selection.categorical:
+        encoder = prep.named_transformers_["cat"]
+        for name, categories in zip(model.selection.categorical, encoder.categories_):
+            weights = {str(c): float(coef[at + j]) for j, c in enumerate(categories)}
+            at += len(categories)
+            frequencies = model.category_frequencies[name]
+            average = sum(w * frequencies.get(c, 0.0) for c, w in weights.items())
+            baseline += average
+            categorical[name] = {c: w - average for c, w in weights.items()}
+            unseen[name] = -average
+    return LinearForm(baseline, numeric, categorical, unseen)
+
+
+def contributions(model: ChurnModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each field's exact contribution to each row's logit (columns: the features); the
+    row's logit is model.linear_form().baseline plus the row's sum."""
+    form = model.linear_form()
+    out = {}
+    for name, (coef, mean, scale) in form.numeric.items():
+        out[name] = coef * ((frame[name].astype(float) - mean) / scale)
+    for name, weights in form.categorical.items():
+        out[name] = frame[name].astype(object).map(weights).fillna(form.unseen[name])
+    return pd.DataFrame(out, index=frame.index)[list(model.selection.features)]
+
+
+# -- storage: skops, loaded with an explicit list of trusted types; never a pickle ------------
+
+def _card(model: ChurnModel) -> str:
+    return json.dumps({
+        "format": FORMAT,
+        "selection": {"numeric": model.selection.numeric,
+                      "categorical": model.selection.categorical,
+                      "left_out": model.selection.left_out},
+        "evaluation": asdict(model.evaluation),
+        "bands": asdict(model.bands),
+        "category_frequencies": model.category_frequencies,
+    }, sort_keys=True)
+
+
+def dump_model(model: ChurnModel) -> bytes:
+    """The file's bytes: the pipeline and a JSON card. Only feature columns were fitted, so no
+    customer id is in it."""
+    return sio.dumps({"pipeline": model.pipeline, "card": _card(model)})
+
+
+def model_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_model(model: ChurnModel, directory: str | Path) -> tuple[Path, str]:
+    """Write `<version>.skops` under `directory`; returns its path and version (SHA-256)."""
+    data = dump_model(model)
+    version = model_version(data)
+    path = Path(directory) / f"{version}.skops"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+    model.version = version
+    return path, version
+
+
+def load_model(path: str | Path, version: str | None = None) -> ChurnModel:
+    """Load a stored model after checking that its SHA-256 is `version` (default: the file
+    name's stem) and that it holds only TRUSTED_TYPES; raises ModelIntegrityError otherwise."""
+    path = Path(path)
+    expected = version or path.stem
+    data = path.read_bytes()
+    actual = model_version(data)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"model file {path} has SHA-256 {actual}, not the recorded version {expected}: "
+            "it was changed after it was stored; refusing to load it")
+    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise ModelIntegrityError(
+            f"model file {path} holds types outside the trusted list: {', '.join(untrusted)}")
+    content = sio.loads(data, trusted=TRUSTED_TYPES)
+    card = json.loads(content["card"])
+    if card.get("format") != FORMAT:
+        raise ModelIntegrityError(f"model file {path} is not in format {FORMAT}")
+    selection = FeatureSelection(tuple(card["selection"]["numeric"]),
+                                 tuple(card["selection"]["categorical"]),
+                                 card["selection"]["left_out"])
+    return ChurnModel(content["pipeline"], selection, Evaluation(**card["evaluation"]),
+                      RiskBands(**card["bands"]), card["category_frequencies"], actual)

@@ -1,0 +1,127 @@
+"""SQL for the churn-risk model: a reproducible stratified sample to train on, and scoring as
+one DuckDB expression, so millions of customers are scored in bounded memory without pandas.
+"""
+
+from churn_platform.core.churn_model import LABEL, SEED, ChurnModel
+
+# Scoring reads these; training reads only the features and the label, never the id.
+ID_COLUMN = "anonymized_customer_id"
+KEY_COLUMN = "source_row"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _number(value: float) -> str:
+    # A DOUBLE parsed from its shortest exact spelling: a bare literal would be a DECIMAL.
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def stratified_sample_sql(relation: str, n: int, columns, seed: int = SEED,
+                          key: str = KEY_COLUMN) -> str:
+    """Up to `n` rows of `relation`, each churn_flag class in proportion to its size (so the
+    churn rate, and the model's probabilities, stay those of the table), reproducibly.
+
+    Each class keeps its rows with the smallest hash(key, seed). Rows first pass a streaming
+    hash filter set a few standard deviations above the class's quota, so only a little more
+    than `n` rows are ever ranked, however large the table. `columns` (features and label)
+    are the only columns returned: the id stays in the warehouse.
+    """
+    selected = ", ".join(_ident(c) for c in columns)
+    hashed = f"hash({_ident(key)}, {int(seed)})"
+    return f"""
+        WITH counts AS (
+            SELECT {LABEL}, count(*) AS rows FROM {relation} GROUP BY {LABEL}
+        ), quotas AS (
+            SELECT {LABEL}, rows,
+                   least(rows, CAST(round(rows * {int(n)} / sum(rows) OVER ()) AS BIGINT)) AS quota
+            FROM counts
+        ), candidates AS (
+            SELECT {selected}, {hashed} AS sample_hash, {_ident(key)} AS sample_key, quota
+            FROM {relation} JOIN quotas USING ({LABEL})
+            WHERE {hashed} / 18446744073709551616.0
+                  < (quota + 6 * sqrt(quota) + 100) / rows
+        )
+        SELECT {selected} FROM candidates
+        QUALIFY row_number() OVER (PARTITION BY {LABEL} ORDER BY sample_hash, sample_key) <= quota
+        ORDER BY {LABEL}, sample_hash, sample_key
+    """
+
+
+def contribution_sql(model: ChurnModel) -> dict[str, str]:
+    """Each feature's exact contribution to the logit, as SQL over the analytics columns.
+
+    A NULL numeric contributes 0 (the training mean); a NULL or unseen category its
+    LinearForm.unseen value, as scikit-learn's one-hot encoder ignores unknown categories.
+    """
+    form = model.linear_form()
+    terms = {}
+    for name, (coef, mean, scale) in form.numeric.items():
+        value = f"coalesce(CAST({_ident(name)} AS DOUBLE), {_number(mean)})"
+        terms[name] = f"{_number(coef)} * (({value} - {_number(mean)}) / {_number(scale)})"
+    for name, weights in form.categorical.items():
+        whens = " ".join(f"WHEN {_text(c)} THEN {_number(w)}" for c, w in weights.items())
+        terms[name] = (f"CASE CAST({_ident(name)} AS VARCHAR) {whens}"
+                       f" ELSE {_number(form.unseen[name])} END")
+    return {name: terms[name] for name in model.selection.features}
+
+
+def _reason_sql(names: list[str], k: int) -> str:
+    """The k-th reason (0-based): the feature whose contribution ranks k by absolute size.
+
+    A feature's rank is how many others outweigh it (ties go to the earlier feature): numeric
+    comparisons only, several times faster in DuckDB than sorting a list of structs per row.
+    """
+    whens = []
+    for i, name in enumerate(names):
+        mine = f"abs({_ident('c_' + name)})"
+        beaten = [f"(abs({_ident('c_' + other)}) {'>=' if j < i else '>'} {mine})::INTEGER"
+                  for j, other in enumerate(names) if j != i]
+        rank = " + ".join(beaten) or "0"
+        column = _ident("c_" + name)
+        direction = (f"CASE WHEN {column} > 0 THEN {_text(name + ' raises')}"
+                     f" WHEN {column} < 0 THEN {_text(name + ' lowers')}"
+                     f" ELSE {_text(name + ' does not change')} END")
+        whens.append(f"WHEN {rank} = {k} THEN {direction}")
+    return f"CASE {' '.join(whens)} END"
+
+
+def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
+                id_column: str = ID_COLUMN) -> str:
+    """One row per row of `relation` (filtered by `where`, e.g. "churn_flag = 0"): the id,
+    churn_probability, risk_band, model_version and reason_1..reason_3.
+
+    churn_probability = 1 / (1 + exp(-(baseline + sum of contributions))), the pipeline's
+    predict_proba. A reason is '<feature> raises' or '<feature> lowers' (its contribution's
+    sign against the average training customer); reasons rank by absolute contribution,
+    ties by feature order, and a model with fewer than three features leaves the rest NULL.
+    """
+    terms = contribution_sql(model)
+    names = list(terms)
+    contributions = ", ".join(f"{sql} AS {_ident('c_' + n)}" for n, sql in terms.items())
+    logit = " + ".join([_number(model.linear_form().baseline)]
+                       + [_ident("c_" + n) for n in names])
+    reasons = ", ".join(f"{_reason_sql(names, k)} AS reason_{k + 1}" for k in range(3))
+    bands = model.bands
+    version = _text(model.version) if model.version else "CAST(NULL AS VARCHAR)"
+    filtered = f"WHERE {where}" if where else ""
+    return f"""
+        SELECT {_ident(id_column)},
+               churn_probability,
+               CASE WHEN churn_probability >= {_number(bands.high)} THEN 'High'
+                    WHEN churn_probability >= {_number(bands.medium)} THEN 'Medium'
+                    ELSE 'Low' END AS risk_band,
+               {version} AS model_version,
+               reason_1, reason_2, reason_3
+        FROM (
+            SELECT {_ident(id_column)},
+                   1.0 / (1.0 + exp(-({logit}))) AS churn_probability,
+                   {reasons}
+            FROM (SELECT {_ident(id_column)}, {contributions} FROM {relation} {filtered})
+        )
+    """

@@ -1,0 +1,313 @@
+"""The churn-risk model's core, without Dagster: training on generated data with a known signal
+(churn depends on contract and tenure), the gate at each bar, SQL scoring against scikit-learn,
+exact reasons, absent fields, safe storage and the stratified sample."""
+
+import io
+import zipfile
+
+import duckdb
+import numpy as np
+import pytest
+import skops.io as sio
+
+from churn_platform.core import churn_model as cm
+from churn_platform.core.churn_model_sql import scoring_sql, stratified_sample_sql
+from churn_platform.sample_data import write_sample
+
+COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
+
+# The generated source typed as analytics types it, in short: rows that cannot be typed are
+# dropped, missing cells imputed with the same rules (median, mean, constants).
+ANALYTICS_SQL = """
+    CREATE TABLE analytics AS
+    WITH typed AS (
+        SELECT md5(CustomerID) AS anonymized_customer_id, source_row, CustomerID,
+               TRY_CAST(Age AS INTEGER) AS age, Gender AS gender,
+               TRY_CAST(Tenure AS INTEGER) AS tenure,
+               TRY_CAST(MonthlyCharges AS DOUBLE) AS monthly_charges,
+               ContractType AS contract_type, InternetService AS internet_service,
+               TRY_CAST(TotalCharges AS DOUBLE) AS total_charges, TechSupport AS tech_support,
+               CASE WHEN Churn = 'Yes' THEN 1 ELSE 0 END AS churn_flag
+        FROM (SELECT *, row_number() OVER () AS source_row
+              FROM read_csv($path, all_varchar = true))
+        WHERE (Age IS NULL OR TRY_CAST(Age AS INTEGER) IS NOT NULL)
+          AND (Tenure IS NULL OR TRY_CAST(Tenure AS INTEGER) >= 0)
+          AND (MonthlyCharges IS NULL OR TRY_CAST(MonthlyCharges AS DOUBLE) IS NOT NULL)
+          AND (TotalCharges IS NULL OR TRY_CAST(TotalCharges AS DOUBLE) IS NOT NULL)
+          AND coalesce(ContractType, 'Month-to-Month') IN ('Month-to-Month', 'One-Year', 'Two-Year')
+          AND coalesce(Gender, 'Unknown') IN ('Female', 'Male', 'Other')
+    )
+    SELECT anonymized_customer_id, source_row, CustomerID AS source_customer_id,
+           coalesce(age, (SELECT CAST(round(median(age)) AS INTEGER) FROM typed)) AS age,
+           coalesce(gender, 'Unknown') AS gender,
+           coalesce(tenure, 0) AS tenure,
+           coalesce(monthly_charges, (SELECT avg(monthly_charges) FROM typed)) AS monthly_charges,
+           coalesce(contract_type, 'Month-to-Month') AS contract_type,
+           coalesce(internet_service, 'None') AS internet_service,
+           coalesce(total_charges, 0.0) AS total_charges,
+           coalesce(tech_support, 'No') AS tech_support,
+           churn_flag
+    FROM typed
+"""
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory):
+    path = write_sample(tmp_path_factory.mktemp("churn") / "customers.csv", 6000, seed=7)
+    connection = duckdb.connect()
+    connection.execute(ANALYTICS_SQL, {"path": str(path)})
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def frame(con):
+    # What the training asset reads: features and label only, never an id.
+    return con.execute(f"SELECT {', '.join(COLUMNS)} FROM analytics ORDER BY source_row").df()
+
+
+@pytest.fixture(scope="module")
+def model(frame):
+    return cm.train(frame)
+
+
+def test_generated_signal_is_promoted_well_above_chance(model, frame):
+    evaluation = model.evaluation
+    assert evaluation.n_train == len(frame) > 5000
+    assert evaluation.positive_rate == pytest.approx(frame[cm.LABEL].mean())
+    assert evaluation.roc_auc > 0.72
+    # Better than predicting the churn rate for everyone, in both ranking and calibration.
+    assert evaluation.pr_auc > evaluation.positive_rate + 0.1
+    assert evaluation.brier < evaluation.positive_rate * (1 - evaluation.positive_rate)
+    decision = cm.gate(evaluation.roc_auc)
+    assert decision.promoted, decision.reason
+    assert decision.reason.startswith("promoted")
+    assert decision.warnings == []
+    assert model.selection.left_out == {}
+
+
+def test_shuffled_labels_are_refused(model, frame):
+    shuffled = frame.copy()
+    shuffled[cm.LABEL] = np.random.default_rng(3).permutation(shuffled[cm.LABEL].to_numpy())
+    evaluation = cm.train(shuffled).evaluation
+    assert abs(evaluation.roc_auc - 0.5) < 0.05
+    promoted, reason, _ = cm.gate(evaluation.roc_auc)
+    assert not promoted
+    assert "below the minimum 0.70" in reason
+    # Against the real model's score on the same data it is refused for the drop as well.
+    assert not cm.gate(evaluation.roc_auc, cm.roc_auc_on(model, frame)).promoted
+
+
+@pytest.mark.parametrize("roc_auc, promoted_roc_auc, promoted, words", [
+    (0.70, None, True, "no model was promoted before"),
+    (0.6999, None, False, "below the minimum"),
+    (0.78, 0.80, True, "not more than 0.02 below"),  # a drop of exactly 0.02
+    (0.7799, 0.80, False, "0.0201 below the promoted model's 0.8000"),
+    (0.70, 0.72, True, "not more than 0.02 below"),
+    (0.85, 0.80, True, "not more than 0.02 below"),
+    (float("nan"), None, False, "could not be computed"),
+])
+def test_gate_bars_on_both_sides(roc_auc, promoted_roc_auc, promoted, words):
+    decision = cm.gate(roc_auc, promoted_roc_auc)
+    assert decision.promoted is promoted
+    assert words in decision.reason
+
+
+@pytest.mark.parametrize("roc_auc, warned", [(0.99, True), (0.995, True), (0.989, False)])
+def test_gate_warns_on_near_perfect(roc_auc, warned):
+    decision = cm.gate(roc_auc)
+    assert decision.promoted
+    assert bool(decision.warnings) is warned
+    if warned:
+        assert "near-perfect" in decision.warnings[0] and "leak" in decision.warnings[0]
+
+
+def test_sql_scoring_equals_scikit_learn(con, model):
+    rows = con.execute(
+        "SELECT * FROM analytics WHERE churn_flag = 0 ORDER BY anonymized_customer_id").df()
+    scores = con.execute(
+        f"SELECT * FROM ({scoring_sql(model, 'analytics', 'churn_flag = 0')}) "
+        "ORDER BY anonymized_customer_id").df()
+    # Exactly the customers who have not churned, one row each.
+    assert list(scores.anonymized_customer_id) == list(rows.anonymized_customer_id)
+    expected = model.pipeline.predict_proba(rows[list(model.selection.features)])[:, 1]
+    assert np.abs(scores.churn_probability.to_numpy() - expected).max() < 1e-9
+    assert list(scores.risk_band) == [model.bands.band(p) for p in expected]
+    assert set(scores.risk_band) == {"Low", "Medium", "High"}
+
+
+def test_reasons_are_exact_contributions(con, model, frame):
+    contributions = cm.contributions(model, frame)
+    logit = model.linear_form().baseline + contributions.sum(axis=1).to_numpy()
+    decision = model.pipeline.decision_function(frame[list(model.selection.features)])
+    assert np.abs(logit - decision).max() < 1e-9
+    # The baseline is the average training customer: contributions average out to zero.
+    assert np.abs(contributions.mean().to_numpy()).max() < 1e-9
+
+    scored = con.execute(
+        f"SELECT * FROM ({scoring_sql(model, 'analytics')}) ORDER BY anonymized_customer_id"
+    ).df()
+    rows = con.execute("SELECT * FROM analytics ORDER BY anonymized_customer_id").df()
+    python = cm.contributions(model, rows)
+    for i in range(0, len(rows), 97):
+        row = python.iloc[i]
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3]
+        expected = [f"{n} {'raises' if row[n] > 0 else 'lowers'}" for n in top]
+        assert [scored.reason_1[i], scored.reason_2[i], scored.reason_3[i]] == expected
+
+
+def test_reason_direction_on_hand_examples(con, model):
+    con.execute("""
+        CREATE OR REPLACE TABLE hand AS SELECT * FROM (VALUES
+            ('risky', 45, 'Male', 1, 90.0, 'Month-to-Month', 'Fiber Optic', 90.0, 'No', 0),
+            ('loyal', 45, 'Male', 70, 60.0, 'Two-Year', 'DSL', 4200.0, 'Yes', 0)
+        ) AS t(anonymized_customer_id, age, gender, tenure, monthly_charges, contract_type,
+               internet_service, total_charges, tech_support, churn_flag)
+    """)
+    scores = {r[0]: r for r in con.execute(
+        f"SELECT anonymized_customer_id, churn_probability, risk_band, reason_1, reason_2,"
+        f" reason_3 FROM ({scoring_sql(model, 'hand')})").fetchall()}
+    risky, loyal = scores["risky"], scores["loyal"]
+    assert risky[1] > model.evaluation.positive_rate > loyal[1]
+    assert risky[2] == "High" and loyal[2] == "Low"
+    assert "contract_type raises" in risky[3:] and "tenure raises" in risky[3:]
+    assert "contract_type lowers" in loyal[3:] and "tenure lowers" in loyal[3:]
+
+
+def test_unseen_or_null_categories_score_as_scikit_learn(con, model):
+    # The one-hot encoder ignores a category it never saw; SQL must give the same score.
+    con.execute("""
+        CREATE OR REPLACE TABLE odd AS SELECT * FROM (VALUES
+            ('new', 30, 'Nonbinary', 5, 70.0, 'Month-to-Month', 'Satellite', 350.0, 'No'),
+            ('null', 60, NULL, 40, 50.0, NULL, 'DSL', 2000.0, NULL)
+        ) AS t(anonymized_customer_id, age, gender, tenure, monthly_charges, contract_type,
+               internet_service, total_charges, tech_support)
+    """)
+    rows = con.execute("SELECT * FROM odd ORDER BY anonymized_customer_id").df()
+    scores = con.execute(
+        f"SELECT * FROM ({scoring_sql(model, 'odd')}) ORDER BY anonymized_customer_id").df()
+    expected = model.pipeline.predict_proba(rows[list(model.selection.features)])[:, 1]
+    assert np.abs(scores.churn_probability.to_numpy() - expected).max() < 1e-9
+    logit = model.linear_form().baseline + cm.contributions(model, rows).sum(axis=1)
+    assert np.abs(logit - model.pipeline.decision_function(
+        rows[list(model.selection.features)])).max() < 1e-9
+
+
+def test_absent_fields_are_left_out_and_named(con, frame):
+    partial = frame.copy()
+    partial["monthly_charges"] = None  # a source without it: analytics leaves it NULL
+    partial["gender"] = "Unknown"  # absent and imputed to its constant
+    model = cm.train(partial, absent=["internet_service"])
+    assert model.selection.left_out == {
+        "monthly_charges": "NULL in every row",
+        "internet_service": "absent from the source",
+        "gender": "one value in every row (no signal)",
+    }
+    assert set(model.selection.features) == {
+        "age", "tenure", "total_charges", "contract_type", "tech_support"}
+    assert cm.gate(model.evaluation.roc_auc).promoted
+    # Scoring never reads a left-out column: a table without them scores the same.
+    con.execute("CREATE OR REPLACE TABLE narrow AS SELECT * EXCLUDE "
+                "(monthly_charges, gender, internet_service) FROM analytics")
+    scores = con.execute(
+        f"SELECT * FROM ({scoring_sql(model, 'narrow')}) ORDER BY anonymized_customer_id").df()
+    rows = con.execute("SELECT * FROM narrow ORDER BY anonymized_customer_id").df()
+    expected = model.pipeline.predict_proba(rows[list(model.selection.features)])[:, 1]
+    assert np.abs(scores.churn_probability.to_numpy() - expected).max() < 1e-9
+
+
+def test_a_model_with_two_features_gives_two_reasons(con, frame):
+    absent = [f for f in (*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES)
+              if f not in ("tenure", "contract_type")]
+    model = cm.train(frame, absent=absent)
+    assert model.selection.features == ("tenure", "contract_type")
+    reasons = con.execute(
+        f"SELECT DISTINCT reason_1 IS NULL, reason_2 IS NULL, reason_3 IS NULL"
+        f" FROM ({scoring_sql(model, 'analytics')})").fetchall()
+    assert reasons == [(False, False, True)]
+
+
+def test_a_present_field_with_nulls_is_an_error(frame):
+    broken = frame.copy()
+    broken.loc[broken.index[:3], "tenure"] = None
+    with pytest.raises(ValueError, match="tenure: 3 NULL values"):
+        cm.select_features(broken)
+
+
+def test_bands_come_from_the_evaluation(model):
+    bands = model.bands
+    assert bands.medium == pytest.approx(model.evaluation.positive_rate)
+    assert bands.high > bands.medium
+    assert bands.high_share == pytest.approx(cm.HIGH_RISK_SHARE, abs=0.02)
+    # Precision at the top: High holds more churners than Medium and than the average.
+    assert bands.high_precision > bands.medium_precision > model.evaluation.positive_rate
+    assert [bands.band(p) for p in (bands.medium - 1e-9, bands.medium, bands.high)] == [
+        "Low", "Medium", "High"]
+
+
+def test_stored_model_round_trips_with_its_version(tmp_path, model, frame):
+    path, version = cm.save_model(model, tmp_path)
+    assert path.name == f"{version}.skops" and len(version) == 64
+    loaded = cm.load_model(path, version)
+    assert loaded.version == version
+    assert loaded.selection == model.selection and loaded.bands == model.bands
+    features = frame[list(model.selection.features)]
+    assert np.array_equal(loaded.pipeline.predict_proba(features),
+                          model.pipeline.predict_proba(features))
+
+
+def test_tampered_model_file_is_refused(tmp_path, model):
+    path, version = cm.save_model(model, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(cm.ModelIntegrityError, match=f"{path}.*changed after it was stored"):
+        cm.load_model(path, version)
+    # The version comes from the name by default: a renamed copy is refused all the same.
+    with pytest.raises(cm.ModelIntegrityError, match="changed after it was stored"):
+        cm.load_model(path)
+
+
+class Intruder:
+    """A type no trusted list names: loading it could run its code."""
+
+
+def test_a_file_with_an_untrusted_type_is_refused_even_with_a_matching_hash(tmp_path):
+    data = sio.dumps({"pipeline": Intruder(), "card": "{}"})
+    path = tmp_path / f"{cm.model_version(data)}.skops"
+    path.write_bytes(data)
+    with pytest.raises(cm.ModelIntegrityError, match=f"{path}.*Intruder"):
+        cm.load_model(path)
+
+
+def test_no_customer_id_reaches_the_model_file(con, model):
+    data = cm.dump_model(model)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        contents = [data] + [archive.read(name) for name in archive.namelist()]
+    ids = con.execute(
+        "SELECT anonymized_customer_id, source_customer_id FROM analytics").fetchall()
+    needles = [b"anonymized_customer_id", b"source_row", b"customer_id"]
+    needles += [value.encode() for row in ids[::50] for value in row]
+    for blob in contents:
+        assert not any(needle in blob for needle in needles)
+
+
+def test_stratified_sample_keeps_the_churn_rate_and_is_reproducible(con):
+    total, churned = con.execute("SELECT count(*), sum(churn_flag) FROM analytics").fetchone()
+    sql = stratified_sample_sql("analytics", 1000, COLUMNS, seed=1)
+    sample = con.execute(sql).df()
+    assert list(sample.columns) == COLUMNS
+    assert len(sample) == pytest.approx(1000, abs=1)
+    assert sample[cm.LABEL].sum() == round(churned * 1000 / total)
+    assert sample.equals(con.execute(sql).df())
+    other = con.execute(stratified_sample_sql("analytics", 1000, COLUMNS, seed=2)).df()
+    assert not sample.equals(other)
+    everything = con.execute(stratified_sample_sql("analytics", 10 * total, COLUMNS)).df()
+    assert len(everything) == total and everything[cm.LABEL].sum() == churned
+
+
+def test_training_needs_both_classes(frame):
+    single = frame.copy()
+    single[cm.LABEL] = 0
+    with pytest.raises(ValueError, match="at least 5 churned"):
+        cm.train(single)
