@@ -3,18 +3,12 @@ one DuckDB expression, so millions of customers are scored in bounded memory wit
 """
 
 from churn_platform.core.churn_model import LABEL, SEED, ChurnModel
+from churn_platform.core.warehouse import quote_ident as _ident
+from churn_platform.core.warehouse import quote_literal as _text
 
 # Scoring reads these; training reads only the features and the label, never the id.
 ID_COLUMN = "anonymized_customer_id"
 KEY_COLUMN = "source_row"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _number(value: float) -> str:
