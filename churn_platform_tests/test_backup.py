@@ -102,7 +102,8 @@ def test_a_backup_exactly_max_age_old_stays_and_one_a_microsecond_older_goes(tmp
     max_age = timedelta(hours=48)
     real_backups(tmp_path, timedelta(hours=1), max_age, max_age + timedelta(microseconds=1))
     pruned = backup.prune_backups(tmp_path, keep=10, max_age=max_age, now=NOW)
-    assert [NOW - backup.taken_at(b) for b in pruned.removed] == [max_age + timedelta(microseconds=1)]
+    older = max_age + timedelta(microseconds=1)
+    assert [NOW - backup.taken_at(b) for b in pruned.removed] == [older]
     assert ages(tmp_path) == [max_age, timedelta(hours=1)]
 
 

@@ -82,7 +82,7 @@ def test_a_real_backup_restores_every_table_with_its_row_count(tmp_path, taken, 
         count = query(target, f"SELECT count(*) FROM {name}")[0][0]
         assert count == table["row_count"] == query(warehouse, f"SELECT count(*) FROM {name}")[0][0]
         assert query(target, f"DESCRIBE {name}") == query(warehouse, f"DESCRIBE {name}")
-    assert sorted(os.listdir(tmp_path)) == sorted(["backups", "restored.duckdb", "warehouse.duckdb"])
+    assert sorted(os.listdir(tmp_path)) == ["backups", "restored.duckdb", "warehouse.duckdb"]
 
 
 def test_a_tampered_file_is_refused(tmp_path, taken):
@@ -111,6 +111,12 @@ def test_a_listed_file_that_is_a_symbolic_link_is_refused(tmp_path, taken):
     shutil.move(data, tmp_path / "elsewhere.parquet")
     data.symlink_to(tmp_path / "elsewhere.parquet")
     refused(taken, tmp_path / "restored.duckdb", "cannot be opened as a regular file")
+
+
+def test_a_backup_path_that_duckdb_would_expand_as_a_pattern_is_refused(tmp_path, taken):
+    shutil.copytree(taken, tmp_path / "x1")  # what x[1] matches, as a pattern
+    shutil.copytree(taken, tmp_path / "x[1]")
+    refused(tmp_path / "x[1]", tmp_path / "restored.duckdb", "pattern character")
 
 
 def test_a_backup_folder_that_is_a_symbolic_link_is_refused(tmp_path, taken):

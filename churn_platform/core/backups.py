@@ -35,6 +35,7 @@ from churn_platform.core.warehouse import (
 
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _NAME = re.compile(r"warehouse-([0-9]{8}T[0-9]{12}Z)")
+GLOB = re.compile(r"[*?\[\]{}]")
 
 
 def backup_name(when: datetime) -> str:
@@ -182,10 +183,15 @@ def prune_backups(root: Path, keep: int, max_age: timedelta, now: datetime,
         b for i, b in enumerate(newest_first)
         if i > 0 and (i >= max(keep, 1) or now - taken_at(b) > max_age)
     ]
+    removed = []
     for backup in doomed:
-        shutil.rmtree(backup)
-    kept = [b for b in found.backups if b not in doomed]
-    return Pruned(doomed, kept, found.ignored)
+        try:
+            shutil.rmtree(backup)
+            removed.append(backup)
+        except OSError as error:  # reported, and tried again at the next backup
+            found.ignored[backup.name] = f"could not be removed ({error.strerror})"
+    kept = [b for b in found.backups if b not in removed]
+    return Pruned(removed, kept, found.ignored)
 
 
 def _refuse_target(database: Path) -> None:
@@ -227,6 +233,10 @@ def restore_backup(backup: Path, database: Path) -> None:
     """
     _refuse_target(database)
     backup = backup.absolute()
+    if GLOB.search(str(backup)):
+        # read_parquet expands patterns: x[1]/ would read the unverified x1/ instead.
+        raise BackupRefused(backup, "its path holds a pattern character (* ? [ ] { }), which"
+                                    " DuckDB would expand: move or rename the folder")
     tables = verify_backup(backup)
     partial = database.parent / f".{database.name}.restoring-{secrets.token_hex(4)}"
     try:
