@@ -46,7 +46,7 @@ def taken_at(backup: Path) -> datetime:
     """When a backup was taken, from its name; ValueError for any other name."""
     match = _NAME.fullmatch(backup.name)
     if not match:
-        raise ValueError(f"{backup.name} is not warehouse-<YYYYmmddTHHMMSSffffff>Z")
+        raise ValueError("the name is not warehouse-<YYYYmmddTHHMMSSffffff>Z")
     return datetime.strptime(match[1], _STAMP).replace(tzinfo=timezone.utc)
 
 
