@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from churn_platform.core import backups as backup
+from churn_platform.core.errors import PlatformError
 from churn_platform.core.fields import METRICS_TABLE
 from churn_platform.defs.backup import assets as backup_defs
 from churn_platform.defs.resources import build_resources
@@ -113,6 +114,7 @@ def test_pruning_touches_only_verified_backups_and_reports_the_rest(tmp_path):
         "warehouse-manual-copy-before-upgrade": old,  # an operator's copy: sorts as the newest
         f"{new.name}.bak": new,
         backup.backup_name(NOW - timedelta(hours=3)): new,  # the right name, a damaged file
+        f".partial-{backup.backup_name(NOW)}": new,  # left by a backup that was killed
     }
     for name, source in strays.items():
         shutil.copytree(source, tmp_path / name)
@@ -165,3 +167,15 @@ def test_a_successful_elt_run_requests_one_backup(sample_csv, warehouse):
     request = backup_defs.backup_after_elt(context)
     assert request.run_key == result.run_id
     assert defs.resolve_sensor_def("backup_after_elt").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+@pytest.mark.parametrize("table", [
+    "CREATE TABLE t AS SELECT [1, 2] AS numbers",  # a type restore would not create
+    'CREATE SCHEMA "Odd"; CREATE TABLE "Odd".t AS SELECT 1 AS n',  # a name outside the whitelist
+])
+def test_a_warehouse_restore_would_refuse_is_not_backed_up_at_all(tmp_path, table):
+    with duckdb.connect() as conn:
+        conn.execute(table)
+        with pytest.raises(PlatformError, match="cannot back up"):
+            backup.take_backup(conn, tmp_path, NOW)
+    assert list(tmp_path.iterdir()) == []  # no half backup either

@@ -158,6 +158,13 @@ def test_restore_refuses_to_write_through_a_dangling_symbolic_link(tmp_path, tak
     assert not (tmp_path / "elsewhere.duckdb").exists() and target.is_symlink()
 
 
+def test_restore_refuses_a_target_with_a_wal_beside_it(tmp_path, taken):
+    (tmp_path / "restored.duckdb.wal").write_bytes(b"stale")  # DuckDB would replay it
+    with pytest.raises(BackupRefused, match="would be replayed"):
+        backup.restore_backup(taken, tmp_path / "restored.duckdb")
+    assert not (tmp_path / "restored.duckdb").exists()
+
+
 def test_a_mistyped_backup_path_fails_in_one_line_and_the_retry_works(tmp_path, taken):
     target = tmp_path / "restored.duckdb"
     command = [sys.executable, "-m", "churn_platform.backup", "restore"]
