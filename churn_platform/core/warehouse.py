@@ -59,7 +59,8 @@ def connect(database: str, config: dict[str, Any] | None = None, read_only: bool
     """Open the warehouse, waiting a bounded time for another process's lock.
 
     DuckDB admits one read-write process or many read-only ones, and fails at once when the file
-    is held: a notebook left open would otherwise fail every scheduled run.
+    is held: a notebook left open would otherwise fail every scheduled run. A file created here is
+    owner-only; a writer holds `owner_only()` for as long as it writes, so the WAL is too.
     """
     timeout_s = settings.duckdb_lock_timeout_seconds() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
