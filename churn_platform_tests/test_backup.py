@@ -121,9 +121,13 @@ def test_pruning_touches_only_verified_backups_and_reports_the_rest(tmp_path):
     damaged = tmp_path / backup.backup_name(NOW - timedelta(hours=3)) / "table-001.parquet"
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"?")
     (tmp_path / "notes.txt").write_text("keep me")
+    elsewhere = shutil.copytree(old, tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    link = tmp_path / backup.backup_name(NOW - timedelta(hours=4))
+    link.symlink_to(elsewhere)  # the right name, but a link to a folder the platform never wrote
     pruned = backup.prune_backups(tmp_path, keep=1, max_age=timedelta(minutes=1), now=NOW)
     assert pruned.removed == [old] and pruned.kept == [new]
-    assert set(pruned.ignored) == {*strays, "notes.txt"}
+    assert set(pruned.ignored) == {*strays, "notes.txt", link.name}
+    assert link.is_symlink() and (elsewhere / "manifest.json").exists()
     assert "SHA-256" in pruned.ignored[damaged.parent.name]
     assert all((tmp_path / name / "manifest.json").exists() for name in strays)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
