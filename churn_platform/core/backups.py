@@ -150,6 +150,9 @@ def take_backup(conn: duckdb.DuckDBPyConnection, root: Path, when: datetime) -> 
                 verified.append(Table(table.schema, table.name, table.columns, table.row_count,
                                       table.file, size, sha256))
             write_manifest(partial, when.isoformat(), verified)
+        except ValueError as error:  # a manifest restore would refuse is not written
+            shutil.rmtree(partial, ignore_errors=True)
+            raise PlatformError(f"cannot back up into {partial}: {error}") from None
         except duckdb.Error as error:
             shutil.rmtree(partial, ignore_errors=True)
             raise PlatformError(f"backup into {partial}: {clean_duckdb_error(error)}") from None
