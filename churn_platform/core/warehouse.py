@@ -7,9 +7,12 @@ whole. (The stock dagster-duckdb handlers DELETE and then INSERT outside one tra
 empty table after a schema change, columns shuffled by a reordered frame.)
 """
 
+import os
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +26,53 @@ class WarehouseLockedError(TransientError):
     """Another process holds the DuckDB file and did not let go in time."""
 
 
+_umask_lock = threading.Lock()
+_umask_users = 0
+_umask_saved = 0
+
+
+@contextmanager
+def owner_only() -> Iterator[None]:
+    """Files created meanwhile are owner-only (0600, folders 0700), whatever the umask.
+
+    The warehouse, its WAL (which DuckDB deletes at each checkpoint and creates again at the next
+    write) and backups hold raw customer ids. The umask belongs to the process: it is tightened
+    while anyone is inside and restored when the last one leaves.
+    """
+    global _umask_users, _umask_saved
+    with _umask_lock:
+        if _umask_users == 0:
+            _umask_saved = os.umask(0o077)
+            os.umask(_umask_saved | 0o077)
+        _umask_users += 1
+    try:
+        yield
+    finally:
+        with _umask_lock:
+            _umask_users -= 1
+            if _umask_users == 0:
+                os.umask(_umask_saved)
+
+
 def connect(database: str, config: dict[str, Any] | None = None, read_only: bool = False,
             timeout_s: float | None = None) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting a bounded time for another process's lock.
 
     DuckDB admits one read-write process or many read-only ones, and fails at once when the file
-    is held: a notebook left open would otherwise fail every scheduled run.
+    is held: a notebook left open would otherwise fail every scheduled run. A file created here is
+    owner-only; a writer holds `owner_only()` for as long as it writes, so the WAL is too.
     """
     timeout_s = settings.duckdb_lock_timeout_seconds() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(database, read_only=read_only, config=dict(config or {}))
+            with owner_only():
+                existed = os.path.lexists(database)
+                conn = duckdb.connect(database, read_only=read_only, config=dict(config or {}))
+            if not existed and os.path.isfile(database):
+                os.chmod(database, 0o600)  # created here: owner-only, whatever the umask was
+            return conn
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise

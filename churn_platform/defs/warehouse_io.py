@@ -9,7 +9,7 @@ under us.
 """
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import dagster as dg
 import duckdb
@@ -19,7 +19,9 @@ from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import PrivateAttr
 
 from churn_platform.core.errors import PlatformError
-from churn_platform.core.warehouse import SqlTable, connect, quote_ident, write_table
+from churn_platform.core.warehouse import (
+    SqlTable, connect, owner_only, quote_ident, write_table,
+)
 from churn_platform.defs.failures import reported_as_failure
 
 
@@ -64,12 +66,14 @@ class _AtomicDuckDbClient(DuckDbClient):
     @contextmanager
     def connect(context, _) -> Iterator[duckdb.DuckDBPyConnection]:
         config = context.resource_config
-        with reported_as_failure():
-            conn = connect(config["database"], config["connection_config"])
-        try:
-            yield conn
-        finally:
-            conn.close()
+        # Owner-only while it writes: DuckDB creates the WAL again after every checkpoint.
+        with owner_only():
+            with reported_as_failure():
+                conn = connect(config["database"], config["connection_config"])
+            try:
+                yield conn
+            finally:
+                conn.close()
 
 
 class WarehouseIOManager(DuckDBIOManager):
@@ -104,8 +108,11 @@ class WarehouseResource(DuckDBResource):
     """
 
     _run_connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _owner_only: ExitStack = PrivateAttr(default_factory=ExitStack)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The files DuckDB creates during the run (the WAL, spill files) are owner-only.
+        self._owner_only.enter_context(owner_only())
         # Without waiting, and without failing here: if another process holds the file, or a
         # setting is wrong, the steps meet the same error as before, and may wait and retry.
         try:
@@ -115,19 +122,21 @@ class WarehouseResource(DuckDBResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_connection is not None:
-            self._run_connection.close()
+            self._run_connection.close()  # the checkpoint, under the owner-only umask
             self._run_connection = None
+        self._owner_only.close()
 
     @contextmanager
     def get_connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         # Inside a run that holds the file, every connection is a cursor on the run's database
         # (DuckDB refuses a read-only one beside it in the same process; no other can write).
-        if self._run_connection is not None:
-            conn = self._run_connection.cursor()
-        else:
-            with reported_as_failure():
-                conn = connect(self.database, self.connection_config, read_only=read_only)
-        try:
-            yield conn
-        finally:
-            conn.close()
+        with owner_only():
+            if self._run_connection is not None:
+                conn = self._run_connection.cursor()
+            else:
+                with reported_as_failure():
+                    conn = connect(self.database, self.connection_config, read_only=read_only)
+            try:
+                yield conn
+            finally:
+                conn.close()

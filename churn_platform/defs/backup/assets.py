@@ -5,9 +5,10 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from churn_platform.core import settings
-from churn_platform.core.backups import list_backups, prune_backups, take_backup
+from churn_platform.core.backups import prune_backups, take_backup
 from churn_platform.defs.elt.assets import METRICS, OWNERS
 from churn_platform.defs.elt.jobs import churn_elt_job
+from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.runs import WAREHOUSE_TAG
 from churn_platform.defs.warehouse_io import WarehouseResource
 
@@ -21,22 +22,30 @@ BACKUP = dg.AssetKey(["backups", "warehouse"])
     kinds={"duckdb", "parquet"},
     owners=OWNERS,
     description=(
-        "A consistent Parquet copy of the whole warehouse (staging included: keep it as private as"
-        " the warehouse), kept by CHURN_BACKUP_KEEP and CHURN_BACKUP_MAX_AGE_HOURS."
+        "A consistent Parquet copy of the whole warehouse with a verified manifest (staging"
+        " included: owner-only, keep it as private as the warehouse), kept by CHURN_BACKUP_KEEP"
+        " and CHURN_BACKUP_MAX_AGE_HOURS."
     ),
 )
-def warehouse_backup(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def warehouse_backup(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     root = settings.backup_dir()
     now = datetime.now(timezone.utc)
-    with warehouse.get_connection(read_only=True) as conn:
+    with warehouse.get_connection(read_only=True) as conn, reported_as_failure():
         backup = take_backup(conn, root, now)
-    removed = prune_backups(root, settings.backup_keep(), settings.backup_max_age(), now)
+    # Only verified warehouse-<stamp> folders count and may go; anything else stays, reported.
+    pruned = prune_backups(root, settings.backup_keep(), settings.backup_max_age(), now,
+                           taken=backup)
+    for name, why in pruned.ignored.items():
+        context.log.warning(f"{root / name} left alone, not a verified backup: {why}")
     return dg.MaterializeResult(
         metadata={
             "backup": str(backup),
-            "size_bytes": sum(f.stat().st_size for f in backup.rglob("*") if f.is_file()),
-            "backups_kept": len(list_backups(root)),
-            "backups_removed": len(removed),
+            "size_bytes": sum(f.stat().st_size for f in backup.iterdir()),
+            "backups_kept": len(pruned.kept),
+            "backups_removed": len(pruned.removed),
+            "ignored_folders": dg.MetadataValue.json(pruned.ignored),
         }
     )
 
