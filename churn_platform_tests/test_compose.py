@@ -392,7 +392,7 @@ def test_the_lock_pins_every_package_by_hash_at_pyprojects_versions():
         name = dependency.name.lower().replace("_", "-")
         assert name in locked, f"{name} is missing from requirements.lock"
         version = locked[name][0]
-        assert dependency.specifier.contains(version), f"{name}: locked {version}, wants {dependency}"
+        assert dependency.specifier.contains(version), f"{name}: {version} locked, not {dependency}"
         for extra in dependency.extras:  # psycopg[binary] brings psycopg-binary, at its version
             assert f"{name}-{extra}" not in locked or locked[f"{name}-{extra}"][0] == version
     # The tests run what the image installs: the venv has the locked versions of those pins.

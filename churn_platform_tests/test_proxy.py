@@ -1,6 +1,7 @@
 """The stack's one door from the network: the real Caddy with deploy/caddy/Caddyfile, in front of
 three stand-in upstreams (the Dagster UI, its read-only twin, Grafana). Nothing of Dagster's
-without a login; viewers reach only the read-only UI; operators both; Grafana keeps its own login."""
+without a login; viewers reach only the read-only UI; operators both; Grafana keeps its own
+login."""
 
 import os
 import subprocess
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import urllib3
 
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import free_port

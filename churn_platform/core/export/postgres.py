@@ -63,7 +63,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 
 
 # Grafana's reader may hold none of these: a role that does is not the read-only one to manage.
-_POWERS = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
+_POWERS = {"rolsuper": "SUPERUSER", "rolcreaterole": "CREATEROLE", "rolcreatedb": "CREATEDB",
+           "rolreplication": "REPLICATION", "rolbypassrls": "BYPASSRLS"}
 _READER_NEEDS = ("CREATEROLE, and to own the database (to grant CONNECT on it): as a superuser,"
                  " CREATE ROLE <exporter> LOGIN CREATEROLE PASSWORD '...';"
                  " CREATE DATABASE <metrics> OWNER <exporter>")
@@ -95,14 +96,15 @@ def grant_reader(conn: psycopg.Connection, role: str, password: str) -> None:
             sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(
                 sql.SQL(", ").join(map(sql.Identifier, _POWERS))), [role]).fetchone()
         if found and any(found):
-            powers = ", ".join(p[3:].upper() for p, held in zip(_POWERS, found) if held)
+            powers = ", ".join(power for power, held in zip(_POWERS.values(), found) if held)
             raise InputError(
                 f"metrics database: role {role} (CHURN_GRAFANA_DB_USER) exists with {powers}: it"
                 " is not a read-only role; name another role, or drop that one"
             )
         # CREATE ROLE's defaults are NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; naming
         # them in ALTER ROLE would need a superuser on PostgreSQL 15.
-        verb = "ALTER ROLE {} WITH LOGIN PASSWORD {}" if found else "CREATE ROLE {} LOGIN PASSWORD {}"
+        verb = ("ALTER ROLE {} WITH LOGIN PASSWORD {}" if found
+                else "CREATE ROLE {} LOGIN PASSWORD {}")
         conn.execute(sql.SQL(verb).format(name, sql.Literal(verifier.decode())))
         for statement in (
             "ALTER ROLE {role} SET default_transaction_read_only = on",
