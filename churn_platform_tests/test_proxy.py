@@ -3,7 +3,10 @@ three stand-in upstreams (the Dagster UI, its read-only twin, Grafana). Nothing 
 without a login; viewers reach only the read-only UI; operators both; Grafana keeps its own
 login."""
 
+import base64
+import http.client
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -151,3 +154,25 @@ def test_the_door_speaks_https_only(proxy):
                             timeout=10)
     assert response.status_code == 400  # "Client sent an HTTP request to an HTTPS server"
     assert upstreams["dagster"].paths == before
+
+
+@pytest.mark.parametrize("path", ["/grafana/../graphql", "/viewer/../graphql",
+                                  "/grafana/%2e%2e/graphql", "/viewer/..%2fgraphql",
+                                  "//graphql", "/VIEWER/../graphql"])
+def test_path_tricks_never_reach_the_full_ui_without_the_operators_login(proxy, path):
+    """Sent as written (http.client does not tidy the path, as requests would)."""
+    base, upstreams = proxy
+    before = list(upstreams["dagster"].paths)
+    port = int(base.rsplit(":", 1)[1])
+    for auth in (None, VIEWER):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10,
+                                           context=ssl._create_unverified_context())
+        headers = {}
+        if auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(
+                ":".join(auth).encode()).decode()
+        conn.request("GET", path, headers=headers)
+        status = conn.getresponse().status
+        conn.close()
+        assert status in (200, 401, 400, 404), (path, auth, status)
+        assert upstreams["dagster"].paths == before, (path, auth, status)
