@@ -139,11 +139,17 @@ def test_a_missing_privilege_fails_once_naming_it_and_never_the_password(
         assert leaks(f"pw-{suffix}", instance, capfd, cluster, log_from, failure) == []
 
 
+@pytest.mark.parametrize("power, grant", [
+    ("CREATEDB", "CREATE ROLE {name} LOGIN CREATEDB"),
+    ("membership in pg_write_all_data", "GRANT pg_write_all_data TO {name}"),
+])
 def test_a_role_with_powers_is_not_taken_as_grafanas_reader(
-    cluster, documented_exporter, tmp_path, monkeypatch
+    cluster, documented_exporter, tmp_path, monkeypatch, power, grant
 ):
     name = f"powerful_{uuid.uuid4().hex[:8]}"
-    admin(cluster, f"CREATE ROLE {name} LOGIN CREATEDB")
+    admin(cluster, f"CREATE ROLE {name} LOGIN" if "GRANT" in grant else grant.format(name=name))
+    if "GRANT" in grant:
+        admin(cluster, grant.format(name=name))
     monkeypatch.setenv(settings.METRICS_DSN_ENV, documented_exporter)
     monkeypatch.setenv(settings.GRAFANA_DB_USER_ENV, name)
     monkeypatch.setenv(settings.GRAFANA_DB_PASSWORD_ENV, READER_PASSWORD)
@@ -151,7 +157,10 @@ def test_a_role_with_powers_is_not_taken_as_grafanas_reader(
         dg.materialize([postgres_metrics], instance=instance,
                        resources=build_resources(str(tmp_path / "w.duckdb"), str(SAMPLE_CSV)))
     assert raised.value.allow_retries is False
-    assert f"role {name}" in raised.value.description and "CREATEDB" in raised.value.description
+    assert f"role {name}" in raised.value.description and power in raised.value.description
+    with psycopg.connect(cluster.dsn) as conn:  # refused, not changed
+        assert conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                            [name]).fetchone() == (None,)
 
 
 def test_a_dsn_that_does_not_parse_fails_once_without_quoting_it(

@@ -95,8 +95,14 @@ def grant_reader(conn: psycopg.Connection, role: str, password: str) -> None:
         found = conn.execute(
             sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(
                 sql.SQL(", ").join(map(sql.Identifier, _POWERS))), [role]).fetchone()
-        if found and any(found):
-            powers = ", ".join(power for power, held in zip(_POWERS.values(), found) if held)
+        # Rights inherited from other roles (pg_write_all_data, a group) count as its own.
+        member_of = conn.execute(
+            "SELECT b.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member"
+            " JOIN pg_roles b ON b.oid = m.roleid WHERE r.rolname = %s ORDER BY 1", [role]
+        ).fetchall()
+        if found and (any(found) or member_of):
+            powers = ", ".join([power for power, held in zip(_POWERS.values(), found) if held]
+                               + [f"membership in {r}" for (r,) in member_of])
             raise InputError(
                 f"metrics database: role {role} (CHURN_GRAFANA_DB_USER) exists with {powers}: it"
                 " is not a read-only role; name another role, or drop that one"
