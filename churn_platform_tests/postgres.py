@@ -67,9 +67,15 @@ class PostgresCluster:
         subprocess.run(_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args]),
                        check=check, capture_output=True)
 
-    def start(self) -> "PostgresCluster":
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def start(self, *settings: str) -> "PostgresCluster":
+        """Start on the cluster's port; `settings` are more server settings, as "name=value"."""
         options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._pg_ctl("-o", options, "-l", str(self.root / "server.log"), "-w", "start")
+        options += "".join(f" -c {setting}" for setting in settings)
+        self._pg_ctl("-o", options, "-l", str(self.log_file), "-w", "start")
         return self
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 STACK_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 STACK_WORKSPACE = PROJECT_ROOT / "deploy" / "workspace.yaml"
 INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "init-metrics.sh"
+DAGSTER_INIT_SCRIPT = PROJECT_ROOT / "deploy" / "postgres" / "init-dagster.sh"
 
 
 def compose_services() -> dict:
@@ -84,8 +85,9 @@ class MetricsDatabase:
     reader_dsn: str  # what Grafana connects as
 
 
-def run_init_script(admin_dsn: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run deploy/postgres/init-metrics.sh as the postgres image would: psql as the superuser."""
+def run_init_script(admin_dsn: str, env: dict[str, str], script: Path = INIT_SCRIPT
+                    ) -> subprocess.CompletedProcess:
+    """Run an init script of deploy/postgres as the postgres image would: psql as the superuser."""
     admin = conninfo_to_dict(admin_dsn)
     bin_dir = _pg_bin()
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}" if bin_dir else os.environ["PATH"]
@@ -99,7 +101,7 @@ def run_init_script(admin_dsn: str, env: dict[str, str]) -> subprocess.Completed
         "POSTGRES_DB": str(admin["dbname"]),
     }
     return subprocess.run(
-        ["bash", str(INIT_SCRIPT)], env=script_env, capture_output=True, text=True, timeout=60
+        ["bash", str(script)], env=script_env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -132,6 +134,32 @@ def metrics_database(pg_server: str) -> Iterator[MetricsDatabase]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{writer}"')
             conn.execute(f'DROP ROLE IF EXISTS "{reader}"')
+
+
+@dataclass(frozen=True)
+class DagsterDatabase:
+    name: str
+    role: str
+    dsn: str  # what the Dagster services connect with (DAGSTER_PG_*)
+
+
+@pytest.fixture
+def dagster_database(pg_server: str) -> Iterator[DagsterDatabase]:
+    """Dagster's role and database, made by deploy/postgres/init-dagster.sh; dropped afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    name, role = f"dagster_{suffix}", f"dagster_role_{suffix}"
+    result = run_init_script(
+        pg_server,
+        {"DAGSTER_PG_DB": name, "DAGSTER_PG_USER": role, "DAGSTER_PG_PASSWORD": f"pw-{suffix}"},
+        DAGSTER_INIT_SCRIPT,
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        yield DagsterDatabase(name, role, make_conninfo(pg_server, dbname=name, user=role))
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # --- processes --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.stack import (
@@ -18,11 +19,15 @@ from churn_platform_tests.stack import (
     STACK_WORKSPACE,
     dockerfile_env,
     dockerfile_lines,
-    venv_path,
 )
 
-DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
+DAGSTER_SERVICES = ("code-server", "webserver", "webserver-readonly", "daemon")
+# A bcrypt hash as `caddy hash-password` makes it: "$" everywhere, which compose must not touch.
+BCRYPT = "$2a$14$fwhDajmBkFyoXnRipFVaqeh9K0Gz9fcxFhUxosDjaXg2pYSdPbuUm"
+# An exact release: PostgreSQL's are major.minor since 10 (15.14), the others major.minor.patch.
+EXACT_TAG = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.-]+)?(@sha256:[0-9a-f]{64})?$")
 PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
+LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 
 
 def _compose(env_file) -> subprocess.CompletedProcess:
@@ -65,13 +70,18 @@ def env_values(tmp_path) -> dict[str, str]:
         k: (f"secret-{k.lower()}" if k.endswith("PASSWORD") else v)
         for k, v in _env_example().items()
     }
-    return {**values, "CHURN_ALERT_WEBHOOK_URL": "https://alerts.example.com/churn"}
+    hashes = {k: BCRYPT for k in values if k.endswith("PASSWORD_HASH")}
+    return {**values, **hashes, "CHURN_ALERT_WEBHOOK_URL": "https://alerts.example.com/churn"}
+
+
+def _quoted(value: str) -> str:
+    return f"'{value}'" if "$" in value else value  # as .env.example says to write a hash
 
 
 @pytest.fixture
 def resolved(tmp_path, env_values) -> dict:
     env_file = tmp_path / ".env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env_values.items()))
+    env_file.write_text("".join(f"{k}={_quoted(v)}\n" for k, v in env_values.items()))
     result = _compose(env_file)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -89,23 +99,27 @@ def _volumes(service: dict) -> dict[str, str]:
     return mounts
 
 
-def _host_ports(service: dict) -> dict[int, int]:
-    """Container port -> published host port."""
+def _host_ports(service: dict) -> dict[int, tuple[str, int]]:
+    """Container port -> (host address, published host port); "" is every interface."""
     ports = {}
     for entry in service.get("ports", []):
         if isinstance(entry, str):
-            host, container = entry.rsplit(":", 2)[-2:]
+            parts = entry.split("/")[0].split(":")
+            address = parts[0] if len(parts) == 3 else ""
+            host, container = parts[-2:]
         else:
-            host, container = entry["published"], entry["target"]
-        ports[int(container)] = int(host)
+            address, host, container = entry.get("host_ip", ""), entry["published"], entry["target"]
+        ports[int(container)] = (address, int(host))
     return ports
 
 
-def test_the_stack_has_its_five_services(resolved):
+def test_the_stack_has_its_seven_services(resolved):
     services = resolved["services"]
-    assert set(services) == {"postgres", "code-server", "webserver", "daemon", "grafana"}
-    assert services["postgres"]["image"] == "postgres:15"  # the major version the tests run on
+    assert set(services) == {"postgres", "code-server", "webserver", "webserver-readonly",
+                             "daemon", "grafana", "proxy"}
+    assert services["postgres"]["image"].startswith("postgres:15.")  # the tests' major version
     assert services["grafana"]["image"].startswith("grafana/grafana:")
+    assert services["proxy"]["image"].startswith("caddy:")
     images = {services[name]["image"] for name in DAGSTER_SERVICES}
     assert len(images) == 1, "one image for the code server, webserver and daemon"
     for name in DAGSTER_SERVICES:
@@ -123,18 +137,57 @@ def test_every_service_has_a_health_check_and_waits_for_what_it_needs(resolved):
     }  # noqa: E731
     assert healthy("code-server") == {"postgres": "service_healthy"}
     assert healthy("grafana") == {"postgres": "service_healthy"}
-    for name in ("webserver", "daemon"):
+    for name in ("webserver", "webserver-readonly", "daemon"):
         assert healthy(name) == {"postgres": "service_healthy", "code-server": "service_healthy"}
+    assert healthy("proxy") == {name: "service_healthy"
+                                for name in ("webserver", "webserver-readonly", "grafana")}
 
 
-def test_the_dagster_ui_and_grafana_are_published_on_different_host_ports(resolved, env_values):
+def test_only_the_proxy_is_published_beyond_this_machine(resolved, env_values):
     services = resolved["services"]
-    dagster_ui, grafana = _host_ports(services["webserver"]), _host_ports(services["grafana"])
-    assert dagster_ui == {3000: int(env_values["DAGSTER_UI_PORT"])}
-    assert grafana == {3000: int(env_values["GRAFANA_PORT"])}
-    assert dagster_ui[3000] != grafana[3000]
+    loopback = {name: _host_ports(services[name]) for name in ("webserver", "grafana",
+                                                               "webserver-readonly")}
+    assert loopback == {
+        "webserver": {3000: ("127.0.0.1", int(env_values["DAGSTER_UI_PORT"]))},
+        "grafana": {3000: ("127.0.0.1", int(env_values["GRAFANA_PORT"]))},
+        "webserver-readonly": {3000: ("127.0.0.1", int(env_values["DAGSTER_READONLY_PORT"]))},
+    }
+    assert len({port for ports in loopback.values() for _, port in ports.values()}) == 3
+    assert _host_ports(services["proxy"]) == {8443: ("", int(env_values["CHURN_PROXY_PORT"]))}
     for internal in ("postgres", "code-server", "daemon"):
         assert not services[internal].get("ports"), f"{internal} is reachable inside the stack only"
+
+
+def test_the_proxy_runs_the_tested_caddyfile_against_the_stacks_services(resolved, env_values):
+    proxy = resolved["services"]["proxy"]
+    assert _volumes(proxy)["/etc/caddy/Caddyfile"] == str(PROJECT_ROOT / "deploy/caddy/Caddyfile")
+    env = proxy["environment"]
+    assert env["CHURN_DAGSTER_UPSTREAM"] == "webserver:3000"
+    assert env["CHURN_DAGSTER_READONLY_UPSTREAM"] == "webserver-readonly:3000"
+    assert env["CHURN_GRAFANA_UPSTREAM"] == "grafana:3000"
+    for name in ("CHURN_OPERATOR_PASSWORD_HASH", "CHURN_VIEWER_PASSWORD_HASH"):
+        # `config` writes a literal "$" as "$$"; the hash reaches Caddy unchanged.
+        assert env[name].replace("$$", "$") == BCRYPT
+    caddyfile = (PROJECT_ROOT / "deploy/caddy/Caddyfile").read_text()
+    assert not set(re.findall(r"\{\$(\w+)", caddyfile)) - set(env) - {"CHURN_PROXY_LISTEN_PORT"}
+    # Grafana behind the proxy serves under the path the proxy forwards.
+    grafana = resolved["services"]["grafana"]["environment"]
+    assert grafana["GF_SERVER_SERVE_FROM_SUB_PATH"] == "true"
+    assert grafana["GF_SERVER_ROOT_URL"] == (
+        f"https://{env_values['CHURN_PROXY_HOSTNAME']}:{env_values['CHURN_PROXY_PORT']}/grafana/")
+    readonly = resolved["services"]["webserver-readonly"]["command"]
+    assert "--read-only" in readonly and readonly[readonly.index("--path-prefix") + 1] == "/viewer"
+
+
+def test_images_are_pinned_to_exact_versions(resolved):
+    images = {name: s["image"] for name, s in resolved["services"].items()
+              if name not in DAGSTER_SERVICES}
+    images["Dockerfile"] = dockerfile_lines()[0].removeprefix("FROM ")
+    for name, image in images.items():
+        assert EXACT_TAG.match(image), f"{name}: {image} is not pinned to an exact version"
+    assert not EXACT_TAG.match("postgres:15") and not EXACT_TAG.match("caddy:latest")
+    assert re.match(r"postgres:15\.\d+-", images["postgres"])
+    assert re.match(r"python:3\.11\.\d+-slim", images["Dockerfile"])  # not 3.11-slim
 
 
 def test_data_lives_in_named_volumes_and_the_warehouse_only_beside_the_code(resolved):
@@ -217,7 +270,7 @@ def test_grafana_reads_as_the_role_the_init_script_made_read_only(resolved, env_
 
 def test_the_dagster_services_run_the_stack_instance_and_workspace(resolved):
     services = resolved["services"]
-    for name in ("webserver", "daemon"):
+    for name in ("webserver", "webserver-readonly", "daemon"):
         command = services[name]["command"]
         workspace = command[command.index("-w") + 1]
         assert (
@@ -247,6 +300,26 @@ def test_credentials_come_from_the_env_file_only(resolved, env_values):
     grafana_env = " ".join(str(v) for v in services["grafana"]["environment"].values())
     assert env_values["CHURN_METRICS_PASSWORD"] not in grafana_env
     assert env_values["POSTGRES_PASSWORD"] not in grafana_env
+    assert env_values["DAGSTER_PG_PASSWORD"] not in grafana_env
+
+
+def test_the_dagster_services_connect_as_dagsters_role_not_the_superuser(resolved, env_values):
+    services = resolved["services"]
+    assert env_values["DAGSTER_PG_USER"] != env_values["POSTGRES_USER"]
+    for name in DAGSTER_SERVICES:
+        env = services[name]["environment"]
+        assert env["DAGSTER_PG_USER"] == env_values["DAGSTER_PG_USER"], name
+        assert env["DAGSTER_PG_DB"] == env_values["DAGSTER_PG_DB"], name
+        values = " ".join(str(v) for v in env.values())
+        assert env_values["POSTGRES_PASSWORD"] not in values, f"{name} holds the superuser's"
+    # The init scripts that make the roles run in the postgres container, in this order.
+    init = {t: s for t, s in _volumes(services["postgres"]).items()
+            if t.startswith("/docker-entrypoint-initdb.d/")}
+    assert sorted(init) == ["/docker-entrypoint-initdb.d/init-dagster.sh",
+                            "/docker-entrypoint-initdb.d/init-metrics.sh"]
+    postgres_env = services["postgres"]["environment"]
+    for name in ("DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        assert postgres_env[name] == env_values[name]
 
 
 def test_compose_refuses_to_start_while_a_password_is_empty():
@@ -274,32 +347,56 @@ def test_env_file_and_secrets_stay_out_of_git_and_the_image():
 
 def test_dockerfile_slim_python_cached_dependencies_non_root_no_secrets():
     lines = dockerfile_lines()
-    assert lines[0] == "FROM python:3.11-slim"
+    assert lines[0].startswith("FROM python:3.11.") and "-slim" in lines[0]
     copies = [line for line in lines if line.startswith("COPY ")]
-    install_deps = next(i for i, line in enumerate(lines) if "pip install -r" in line)
-    # Only the metadata is copied before the dependency layer, so code changes keep it cached.
+    install_deps = next(i for i, line in enumerate(lines) if "pip install" in line)
+    # Only the lock file is copied before the dependency layer, so code changes keep it cached.
     assert lines.index(copies[0]) < install_deps < lines.index(copies[1])
-    assert copies[0] == "COPY pyproject.toml ./"
+    assert copies[0] == "COPY requirements.lock ./"
+    assert lines[install_deps] == "RUN pip install --require-hashes -r requirements.lock"
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert not [k for k in dockerfile_env() if re.search("PASSWORD|SECRET|KEY|DSN", k)]
     assert not [line for line in lines if line.startswith("ARG ")]
+    rules = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    assert "!requirements.lock" in rules
 
 
-def test_dockerfile_installs_exactly_the_projects_dependencies(tmp_path):
-    """The dependency step, as the Dockerfile runs it, lists pyproject.toml's dependencies."""
-    step = next(line for line in dockerfile_lines() if "tomllib" in line)
-    command = re.search(r'(python -c ".*?")\s*>', step).group(1)
-    result = subprocess.run(
-        ["bash", "-c", command],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PATH": venv_path()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    expected = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"][
-        "dependencies"
-    ]
-    assert result.stdout.splitlines() == expected
+def _locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock: name -> (version, hashes), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", LOCK_FILE.read_text())
+    locked = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement = Requirement(line.split(" --hash")[0].strip())
+        if requirement.marker and not requirement.marker.evaluate({"python_full_version": "3.11.13",
+                                                                   "python_version": "3.11",
+                                                                   "sys_platform": "linux",
+                                                                   "platform_system": "Linux"}):
+            continue
+        [spec] = requirement.specifier
+        assert spec.operator == "==", line
+        locked[requirement.name.lower().replace("_", "-")] = (
+            spec.version, re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return locked
+
+
+def test_the_lock_pins_every_package_by_hash_at_pyprojects_versions():
+    locked = _locked()
+    assert all(hashes for _, hashes in locked.values()), "every file of every package hashed"
+    dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"]
+    assert len(dependencies) >= 9
+    for dependency in map(Requirement, dependencies):
+        name = dependency.name.lower().replace("_", "-")
+        assert name in locked, f"{name} is missing from requirements.lock"
+        version = locked[name][0]
+        assert dependency.specifier.contains(version), f"{name}: {version} locked, not {dependency}"
+        for extra in dependency.extras:  # psycopg[binary] brings psycopg-binary, at its version
+            assert f"{name}-{extra}" not in locked or locked[f"{name}-{extra}"][0] == version
+    # The tests run what the image installs: the venv has the locked versions of those pins.
+    from importlib.metadata import version as installed
+    for dependency in map(Requirement, dependencies):
+        if any(s.operator == "==" for s in dependency.specifier):
+            assert installed(dependency.name) == locked[dependency.name.lower()][0]

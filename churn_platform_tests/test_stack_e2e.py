@@ -122,9 +122,10 @@ SAMPLE_ROWS = len(SAMPLE_CSV.read_text().splitlines()) - 1  # one line per recor
 
 
 @pytest.fixture
-def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
+def stack_env(tmp_path, dagster_database, metrics_database) -> dict[str, str]:
     """The environment the image and compose give the Dagster containers: the image's paths under
-    tmp_path (the project's own files where the image copies them), loopback for service names."""
+    tmp_path (the project's own files where the image copies them), loopback for service names,
+    Dagster's own role and database as deploy/postgres/init-dagster.sh makes them."""
 
     def here(path: str) -> str:
         path = path.replace("/opt/dagster/app", str(PROJECT_ROOT))
@@ -137,7 +138,7 @@ def stack_env(tmp_path, pg_dsn, metrics_database) -> dict[str, str]:
     shutil.copy(STACK_INSTANCE, home / "dagster.yaml")
     Path(image["CHURN_DUCKDB_PATH"]).parent.mkdir()
     Path(image["CHURN_BACKUP_DIR"]).mkdir()
-    pg = conninfo_to_dict(pg_dsn)
+    pg = conninfo_to_dict(dagster_database.dsn)
     return {
         **os.environ,
         **image,
@@ -206,12 +207,12 @@ def _latest_check_executions(gql: GraphQL) -> dict[tuple, dict | None]:
 
 def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_path):
     services = compose_services()
-    for name in ("code-server", "webserver", "daemon"):
+    for name in ("code-server", "webserver", "webserver-readonly", "daemon"):
         missing = set(services[name]["environment"]) - set(stack_env)
         assert not missing, f"{name}: the test environment lacks {missing} that compose sets"
 
     code_port = int(stack_env["DAGSTER_CODE_SERVER_PORT"])
-    web_port = free_port()
+    web_port, viewer_port = free_port(), free_port()
     (tmp_path / "logs").mkdir()
     procs = ProcessGroups(tmp_path / "logs", stack_env, PROJECT_ROOT)
 
@@ -238,7 +239,25 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
                    DEFAULT_TIMEOUT, on_timeout=logs)
         wait_until("the daemon's health check", lambda: healthy("daemon"),
                    DEFAULT_TIMEOUT, on_timeout=logs)
+        procs.start("webserver-readonly", on_loopback(services["webserver-readonly"]["command"],
+                                                      3000, viewer_port))
+        wait_until("the read-only webserver's health check",
+                   lambda: healthy("webserver-readonly", 3000, viewer_port),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
         gql = GraphQL(f"http://127.0.0.1:{web_port}")
+        viewer = GraphQL(f"http://127.0.0.1:{viewer_port}/viewer")
+
+        # The Launchpad's own validation refuses run config that would redirect the load.
+        redirected = gql(LAUNCH, params={
+            "selector": {**LOCATION, "jobName": "churn_elt_job"},
+            "runConfigData": '{"resources": {"churn_source": {"config": {"csv_path": "/etc/passwd"}}}}',
+        })["launchRun"]
+        assert redirected["__typename"] == "RunConfigValidationInvalid", redirected
+        # The viewers' UI launches nothing.
+        refused = viewer(LAUNCH, params={"selector": {**LOCATION, "jobName": "churn_elt_job"},
+                                         "runConfigData": "{}"})["launchRun"]
+        assert refused["__typename"] == "UnauthorizedError", refused
+        assert _runs(gql, pipelineName="churn_elt_job") == [], "neither attempt started a run"
 
         # A manual run, right behind it the hourly schedule's next tick turned into a run, and a
         # manual export: started together, they queue, and none fails for DuckDB's lock.
@@ -271,6 +290,8 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
             DEFAULT_TIMEOUT, on_timeout=logs,
         )
         assert {r["status"] for r in exports} == {"SUCCESS"}, logs()
+        # Viewers see the same runs as operators.
+        assert {manual_run, scheduled_run, manual_export} <= {r["runId"] for r in _runs(viewer)}
         # The snapshot, read as Grafana reads it: through the read-only role.
         with psycopg.connect(metrics_database.reader_dsn) as conn:
             exported = dict(conn.execute(

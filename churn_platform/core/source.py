@@ -6,6 +6,7 @@ the rows are read by DuckDB's CSV reader with every option fixed, so nothing is 
 """
 
 import csv
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -124,6 +125,15 @@ def _fingerprint(path: Path) -> tuple[int, int, int] | None:
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256: what a run loaded, shown with its materialization."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise SourceFileError(path, f"cannot be read ({error.strerror})") from None
+
+
 def checked_source(path: str | os.PathLike, mapping_path: str | os.PathLike = DEFAULT_MAPPING
                    ) -> tuple[SourceMapping, list[str]]:
     """The mapping and the file's header, checked together before anything is written.
@@ -158,6 +168,8 @@ def staging_table(path: str | os.PathLike,
     path = Path(path).resolve()
     before = _fingerprint(path)
     mapping, header = checked_source(path, mapping_path)
+    # Hashed before the read; verify() then proves the file unchanged, so the hash is what loaded.
+    source_sha256 = file_sha256(path)
     dialect = mapping.dialect
     columns = ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in header)
     not_null = ", ".join(quote_literal(c) for c in header)
@@ -206,6 +218,7 @@ def staging_table(path: str | os.PathLike,
         error_context=f"loading {path}",
         metadata={
             "source_file": str(path),
+            "source_sha256": source_sha256,
             "source_columns": len(header),
             "source_mapping": mapping.path,
             "source_mapping_sha256": mapping.sha256,

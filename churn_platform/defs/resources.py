@@ -1,6 +1,14 @@
-"""Resources: the warehouse (one DuckDB file, one IO manager) and the run's source settings."""
+"""Resources: the warehouse (one DuckDB file, one IO manager) and the run's source settings.
+
+The source's paths and the names of secret variables are deployment settings, read from the
+environment when the code location loads: whoever can launch a run (the Launchpad, the GraphQL
+API) must not point the load at another file or turn another secret into the key. So they are
+plain objects given to Dagster as they are, with no config schema: run config that names them is
+refused before any step starts.
+"""
 
 import os
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -10,37 +18,42 @@ from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.warehouse_io import WarehouseIOManager, WarehouseResource
 
 
-class ChurnSource(dg.ConfigurableResource):
-    """Which CSV to load, how to read it (its source mapping), and which environment variable
-    holds the pseudonymization key.
+@dataclass(frozen=True)
+class ChurnSource:
+    """Which CSV to load and how to read it (its source mapping), fixed when the location loads.
 
-    The key itself is read at run time and never becomes config, so it never shows in the UI.
+    The pseudonymization key is read at run time from CHURN_PSEUDONYMIZATION_KEY and never
+    becomes config, so it never shows in the UI.
     """
 
     csv_path: str
     mapping_path: str = str(settings.DEFAULT_SOURCE_MAPPING)
-    pseudonymization_key_env: str = settings.PSEUDONYMIZATION_KEY_ENV
 
     def mapping(self) -> SourceMapping:
         with reported_as_failure():
             return load_mapping(self.mapping_path)
 
     def pseudonymization_key(self) -> bytes | None:
-        key = os.environ.get(self.pseudonymization_key_env)
+        key = os.environ.get(settings.PSEUDONYMIZATION_KEY_ENV)
         return key.encode() if key else None
 
 
-class MetricsDatabase(dg.ConfigurableResource):
-    """Which environment variable holds the metrics database's DSN (a libpq connection string).
+class MetricsDatabase:
+    """The metrics database's DSN (a libpq connection string), read at run time from
+    CHURN_METRICS_DSN: it never becomes config, so it never shows in the UI or the run's logs."""
 
-    As with the pseudonymization key, the DSN (and its password) is read at run time and never
-    becomes config, so it never shows in the UI or the run's logs.
-    """
-
-    dsn_env: str = settings.METRICS_DSN_ENV
+    dsn_env = settings.METRICS_DSN_ENV
 
     def dsn(self) -> str | None:
-        return os.environ.get(self.dsn_env) or None
+        return settings.metrics_dsn()
+
+
+def _fixed(value: object, description: str) -> dg.ResourceDefinition:
+    """A resource that is exactly `value`: its config schema is empty, so any run config for it is
+    refused by Dagster's validation, before a step starts. (A bare object would be given a
+    permissive schema: the config would be accepted and silently ignored.)"""
+    return dg.ResourceDefinition(resource_fn=lambda _: value, config_schema={},
+                                 description=description)
 
 
 def build_resources(duckdb_path: str | None = None, source_csv: str | None = None,
@@ -51,11 +64,17 @@ def build_resources(duckdb_path: str | None = None, source_csv: str | None = Non
     return {
         "io_manager": WarehouseIOManager(database=database, connection_config=config),
         "warehouse": WarehouseResource(database=database, connection_config=config),
-        "churn_source": ChurnSource(
-            csv_path=source_csv or settings.source_csv(),
-            mapping_path=source_mapping or settings.source_mapping(),
+        "churn_source": _fixed(
+            ChurnSource(
+                csv_path=source_csv or settings.source_csv(),
+                mapping_path=source_mapping or settings.source_mapping(),
+            ),
+            "The source CSV and its mapping (CHURN_SOURCE_CSV, CHURN_SOURCE_MAPPING): deployment"
+            " settings, not run config.",
         ),
-        "metrics_db": MetricsDatabase(),
+        "metrics_db": _fixed(
+            MetricsDatabase(), "The metrics database, from CHURN_METRICS_DSN; not run config."
+        ),
     }
 
 

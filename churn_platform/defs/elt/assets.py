@@ -77,7 +77,7 @@ def _staged_mapping(churn_source: ChurnSource, warehouse: WarehouseResource) -> 
         " mapping does not use), plus load time, file, row and the mapping's sha256."
     ),
 )
-def staging_customer_churn(churn_source: ChurnSource) -> SqlTable:
+def staging_customer_churn(churn_source: dg.ResourceParam[ChurnSource]) -> SqlTable:
     with reported_as_failure():
         return staging_table(churn_source.csv_path, churn_source.mapping_path)
 
@@ -96,7 +96,7 @@ def staging_customer_churn(churn_source: ChurnSource) -> SqlTable:
 def analytics_customer_churn(
     context: dg.AssetExecutionContext,
     staging: SqlTable,
-    churn_source: ChurnSource,
+    churn_source: dg.ResourceParam[ChurnSource],
     warehouse: WarehouseResource,
 ) -> SqlTable:
     mapping = _staged_mapping(churn_source, warehouse)
@@ -123,7 +123,7 @@ def analytics_customer_churn(
     ),
 )
 def analytics_rejected_rows(
-    staging: SqlTable, analytics: SqlTable, churn_source: ChurnSource,
+    staging: SqlTable, analytics: SqlTable, churn_source: dg.ResourceParam[ChurnSource],
     warehouse: WarehouseResource,
 ) -> SqlTable:
     mapping = _staged_mapping(churn_source, warehouse)
@@ -170,7 +170,7 @@ def data_quality_metrics(
     analytics: SqlTable,
     rejected: SqlTable,
     warehouse: WarehouseResource,
-    churn_source: ChurnSource,
+    churn_source: dg.ResourceParam[ChurnSource],
 ) -> SqlTable:
     mapping = _staged_mapping(churn_source, warehouse)
     params = _snapshot_params(context)

@@ -197,7 +197,7 @@ SPLIT_CHECKS = {
 
 @dg.multi_asset_check(specs=list(SPLIT_CHECKS.values()), can_subset=True)
 def split_checks(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, churn_source: ChurnSource
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, churn_source: dg.ResourceParam[ChurnSource]
 ):
     """The checks selected (all of them in a job run), parity first: it is the blocking one."""
     mapping = churn_source.mapping()

@@ -32,7 +32,7 @@ REPORTED_CHECKS = [key for c in [*ELT_CHECKS, *freshness_checks] for key in c.ch
     ),
 )
 def postgres_metrics(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, metrics_db: MetricsDatabase
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, metrics_db: dg.ResourceParam[MetricsDatabase]
 ):
     dsn = metrics_db.dsn()
     if dsn is None:

@@ -56,7 +56,10 @@ def export_metrics(
     cutoff = datetime.now(timezone.utc) - retention
     with pg.connect(dsn) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [pg.EXPORT_LOCK_ID])
-        pg.ensure_schema(conn)
+        with pg.privileges(f"create the {pg.SCHEMA} schema and its tables",
+                           "CREATE on the database: own it (CREATE DATABASE <metrics> OWNER"
+                           " <exporter>) or own the schema"):
+            pg.ensure_schema(conn)
         expired = _expire(conn, cutoff)
         known = {
             spec.name: {r[0] for r in conn.execute(
