@@ -260,3 +260,46 @@ def test_a_failing_export_leaves_history_as_it_was(con):
 def test_the_missing_threshold_is_at_least_one(con, missing):
     with pytest.raises(InputError, match="CHURN_MISSING_EXPORTS_FOR_CHURN"):
         apply(con, K1, missing=missing)
+
+
+def test_history_from_real_csv_exports_joins_on_keyed_pseudonyms(tmp_path):
+    """Two CSV exports through the real staging and transform SQL: history keys on the keyed
+    pseudonym (never the id), and a second export with random pseudonyms would join nothing."""
+    from churn_platform.core.pseudonymize import pseudonym
+    from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
+
+    key = b"history-test-key-0123456789abcdef"
+    day1 = ["C1,40,Female,10,70.5,Month-to-Month,DSL,705.0,No,No",
+            "C2,50,Male,30,20.0,One-Year,DSL,600.0,Yes,No",
+            "C3,30,Male,2,20.0,Month-to-Month,DSL,40.0,No,No"]
+    day2 = ["C1,40,Female,11,70.5,Two-Year,DSL,775.5,No,No",
+            "C2,50,Male,31,20.0,One-Year,DSL,620.0,Yes,Yes"]
+    refs = [ExportRef(f"2026-0{i}-01__00000000000{i}", date(2026, i, 1),
+                      datetime(2026, i, 1, tzinfo=timezone.utc)) for i in (1, 2)]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for ref, rows in zip(refs, (day1, day2)):
+        load_and_transform(con, write_csv(tmp_path / f"{ref.key}.csv",
+                                          "\n".join([HEADER, *rows]) + "\n"), key)
+        apply_export(con, ref, lambda _: "SELECT * FROM analytics.customer_churn", 1)
+    ids = {str(pseudonym(c, key)): c for c in ("C1", "C2", "C3")}
+    history = [(ids[str(r[0])], *r[1:]) for r in con.execute(
+        "SELECT anonymized_customer_id, valid_from, valid_to, contract_type, churn, closed_by"
+        " FROM analytics.customer_history ORDER BY ALL").fetchall()]
+    jan, feb = date(2026, 1, 1), date(2026, 2, 1)
+    assert sorted(history) == [
+        ("C1", jan, feb, MTM, "No", "change"), ("C1", feb, None, TWO, "No", None),
+        ("C2", jan, feb, ONE, "No", "change"), ("C2", feb, None, ONE, "Yes", None),
+        ("C3", jan, feb, MTM, "No", "missing")]
+    events = [(ids[str(r[0])], *r[1:]) for r in con.execute(
+        "SELECT anonymized_customer_id, event_date, rule, tenure FROM analytics.churn_events"
+    ).fetchall()]
+    assert sorted(events) == [("C2", feb, "churn_flag", 31), ("C3", feb, "missing", 2)]
+    # A third export in random mode: not one pseudonym joins, everyone looks new and gone.
+    ref3 = ExportRef("2026-03-01__000000000003", date(2026, 3, 1),
+                     datetime(2026, 3, 1, tzinfo=timezone.utc))
+    load_and_transform(con, tmp_path / f"{refs[1].key}.csv", None)
+    apply_export(con, ref3, lambda _: "SELECT * FROM analytics.customer_churn", 1)
+    assert con.execute(
+        "SELECT count(*) FILTER (WHERE is_current AND valid_from = DATE '2026-03-01'),"
+        " count(*) FILTER (WHERE closed_by = 'missing' AND valid_to = DATE '2026-03-01')"
+        " FROM analytics.customer_history").fetchone() == (2, 2)
