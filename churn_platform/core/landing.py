@@ -191,7 +191,7 @@ def scan(folder: Path, *, pattern: str | None = None, settle_s: float | None = N
                 result.waiting.append(path)
                 continue
             cached = hashes.get(entry.name)
-            if cached and cached[0] == _signature(st):
+            if cached and tuple(cached[0]) == _signature(st):  # a list once through JSON
                 sha = cached[1]
             else:
                 sha, st = _read_hash(path)
@@ -232,6 +232,23 @@ def new_exports(exports: list[Export], known_keys: list[str] | set[str]) -> list
     """
     known = {key.rsplit("__", 1)[-1] for key in known_keys}
     return [e for e in exports if e.sha256[:_KEY_HASH_CHARS] not in known]
+
+
+def locate(folder: Path, key: str, *, pattern: str | None = None) -> Export:
+    """The file in `folder` holding the export `key`, its content checked against the key.
+
+    Found by content, not name: the export may have been renamed or touched since it was
+    registered. InputError when no file holds it any more (changed or removed).
+    """
+    _, digest = parse_partition_key(key)
+    found = scan(folder, pattern=pattern, settle_s=0)
+    for export in found.exports:
+        if export.sha256.startswith(digest):
+            return export
+    raise InputError(
+        f"export {key}: no file in the landing folder {folder} holds its content any more (changed"
+        " or removed since it was registered); a changed file is registered as a new export"
+    )
 
 
 def require_stable_pseudonyms() -> None:
