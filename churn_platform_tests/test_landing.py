@@ -125,6 +125,7 @@ def test_links_fifos_and_other_files_are_not_exports(tmp_path):
     drop(folder, "notes.txt")
     drop(folder, "upper.CSV", "upper\n")
     drop(folder, ".partial.csv")
+    drop(folder, "empty.csv", "")
     (folder / "sub.csv").mkdir()
     result = scan(folder)
     assert [e.name for e in result.exports] == ["upper.CSV"]
@@ -132,6 +133,7 @@ def test_links_fifos_and_other_files_are_not_exports(tmp_path):
         "link.csv": "a symbolic link: copy the file itself",
         "notes.txt": "not a .csv file",
         "pipe.csv": "not a regular file",
+        "empty.csv": "empty: an export has at least a header",
     }
 
 

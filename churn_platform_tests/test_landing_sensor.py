@@ -67,6 +67,7 @@ def test_new_exports_become_partitions_in_date_order_once(instance, folder):
     drop(folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\n")
     drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
     drop(folder, "notes.txt", "not an export")
+    drop(folder, "forged\nINFO - all good.csv", "")
     first = tick(instance)
     keys = [r.partition_key for r in first.run_requests]
     assert [k.split("__")[0] for k in keys] == ["2026-11-27", "2026-11-28"]
@@ -78,8 +79,10 @@ def test_new_exports_become_partitions_in_date_order_once(instance, folder):
     drop(folder, "crm_2026-11-27 (1).csv", "CustomerID,Churn\nC1,No\n")
     again = tick(instance, first.cursor)
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
-    assert "notes.txt: refused, not a .csv file" in again.skip_message
+    assert "'notes.txt': refused, not a .csv file" in again.skip_message
     assert f"the same content as export {keys[0]}" in again.skip_message
+    assert "'forged\\nINFO - all good.csv': refused, empty" in again.skip_message
+    assert "\n" not in again.skip_message
 
     # Changed bytes under an old name: a new export; the old partition stays.
     drop(folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\nC2,No\n")

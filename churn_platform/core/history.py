@@ -128,7 +128,8 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
                   JOIN {EXPORTS_TABLE} AS x ON x.export_date > seen.last_seen_date
                   GROUP BY seen.last_seen_date) AS gap USING (last_seen_date)
             WHERE h.is_current AND gap.missed >= {missing_for_churn}
-              AND h.anonymized_customer_id NOT IN (SELECT anonymized_customer_id FROM _export)""",
+              AND NOT EXISTS (SELECT 1 FROM _export AS e
+                              WHERE e.anonymized_customer_id = h.anonymized_customer_id)""",
         f"""INSERT INTO {EVENTS_TABLE}
             SELECT anonymized_customer_id, lifecycle, first_missed, {d}, 'missing',
                    last_seen_tenure, contract_type, {key}

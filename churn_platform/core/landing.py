@@ -10,7 +10,7 @@ Only regular `.csv` files directly in the folder are exports. Symbolic links are
 could point anywhere the platform can read), as are FIFOs and devices; sub-folders and hidden files
 are ignored. A file modified within the settle time is still being written and waits for the next
 scan. The folder is read up to MAX_ENTRIES entries: beyond that the scan fails instead of loading
-an arbitrary part of it.
+an arbitrary part of it. An empty file is refused until it has content.
 """
 
 import hashlib
@@ -185,6 +185,9 @@ def scan(folder: Path, *, pattern: str | None = None, settle_s: float | None = N
             st = entry.stat(follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
                 result.refused.append(Refused(path, "not a regular file"))
+                continue
+            if st.st_size == 0:  # a failed or unstarted export; looked at again next scan
+                result.refused.append(Refused(path, "empty: an export has at least a header"))
                 continue
             arrived = datetime.fromtimestamp(st.st_mtime_ns / 1e9, timezone.utc)
             if (now - arrived).total_seconds() < settle_s:

@@ -34,9 +34,10 @@ def landing_sensor(context: dg.SensorEvaluationContext):
     # Refusing is louder than skipping: without a key, history could never join two exports.
     landing.require_stable_pseudonyms()
     found = landing.scan(folder, hashes=json.loads(context.cursor) if context.cursor else None)
-    notes = [f"{r.path.name}: refused, {r.reason}" for r in found.refused]
-    notes += [f"{path.name}: the same content as export {key}" for path, key in found.duplicates]
-    notes += [f"{path.name}: still being written" for path in found.waiting]
+    # Names quoted with escapes: a file name cannot forge a line of the log.
+    notes = [f"{r.path.name!r}: refused, {r.reason}" for r in found.refused]
+    notes += [f"{path.name!r}: the same content as export {key}" for path, key in found.duplicates]
+    notes += [f"{path.name!r}: still being written" for path in found.waiting]
     for note in notes:
         context.log.warning(note)
     known = set(context.instance.get_dynamic_partitions(EXPORTS_PARTITIONS.name))
