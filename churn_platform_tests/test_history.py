@@ -51,22 +51,22 @@ ROWS = [
 ]
 
 # (customer, lifecycle, valid_from, valid_to, is_current, contract, internet, tech support,
-#  charges band, tenure band, churn, first_tenure, last_seen_date, last_seen_tenure, closed_by,
-#  opened by export)
+#  charges band, tenure band, churn, first_tenure, closed_by, opened by export)
 HISTORY = [
-    ("a", 1, D1, None, True, MTM, "DSL", "No", "Medium", "New", "No", 5, D3, 7, None, K1.key),
-    ("b", 1, D1, D2, False, ONE, "Fiber Optic", "Yes", "High", "Medium", "No", 20, D1, 20,
-     "change", K1.key),
-    ("b", 1, D2, None, True, ONE, "Fiber Optic", "Yes", "High", "Medium", "Yes", 21, D3, 21,
-     None, K2.key),
-    ("c", 1, D1, D2, False, MTM, "DSL", "No", "Low", "Medium", "No", 30, D1, 30, "change",
+    ("a", 1, D1, None, True, MTM, "DSL", "No", "Medium", "New", "No", 5, None, K1.key),
+    ("b", 1, D1, D2, False, ONE, "Fiber Optic", "Yes", "High", "Medium", "No", 20, "change",
      K1.key),
-    ("c", 1, D2, None, True, ONE, "DSL", "No", "Low", "Medium", "No", 31, D3, 32, None, K2.key),
-    ("d", 1, D1, None, True, TWO, "DSL", "Yes", "Medium", "Long", "No", 40, D3, 42, None, K1.key),
-    ("e", 1, D1, D2, False, MTM, "DSL", "No", "Low", "New", "No", 3, D1, 3, "missing", K1.key),
-    ("e", 2, D3, None, True, MTM, "DSL", "No", "Low", "New", "No", 5, D3, 5, None, K3.key),
-    ("f", 1, D2, None, True, MTM, "None", "No", "Low", "New", "Yes", 2, D3, 3, None, K2.key),
+    ("b", 1, D2, None, True, ONE, "Fiber Optic", "Yes", "High", "Medium", "Yes", 21, None, K2.key),
+    ("c", 1, D1, D2, False, MTM, "DSL", "No", "Low", "Medium", "No", 30, "change", K1.key),
+    ("c", 1, D2, None, True, ONE, "DSL", "No", "Low", "Medium", "No", 31, None, K2.key),
+    ("d", 1, D1, None, True, TWO, "DSL", "Yes", "Medium", "Long", "No", 40, None, K1.key),
+    ("e", 1, D1, D2, False, MTM, "DSL", "No", "Low", "New", "No", 3, "missing", K1.key),
+    ("e", 2, D3, None, True, MTM, "DSL", "No", "Low", "New", "No", 5, None, K3.key),
+    ("f", 1, D2, None, True, MTM, "None", "No", "Low", "New", "Yes", 2, None, K2.key),
 ]
+
+# (customer, last_seen_date, last_seen_tenure)
+LAST_SEEN = [("a", D3, 7), ("b", D3, 21), ("c", D3, 32), ("d", D3, 42), ("e", D3, 5), ("f", D3, 3)]
 
 # (customer, lifecycle, event_date, detected_date, rule, tenure, contract, detected by export)
 EVENTS = [
@@ -109,12 +109,14 @@ ID = "right(anonymized_customer_id::VARCHAR, 1) AS customer"
 HISTORY_QUERY = f"""
     SELECT {ID}, lifecycle, valid_from, valid_to, is_current, contract_type, internet_service,
            tech_support, monthly_charges_category, tenure_category, churn, first_tenure,
-           last_seen_date, last_seen_tenure, closed_by, opened_by_export
+           closed_by, opened_by_export
     FROM analytics.customer_history ORDER BY ALL"""
 EVENTS_QUERY = f"""
     SELECT {ID}, lifecycle, event_date, detected_date, rule, tenure, contract_type,
            detected_by_export
     FROM analytics.churn_events ORDER BY ALL"""
+LAST_SEEN_QUERY = f"""
+    SELECT {ID}, last_seen_date, last_seen_tenure FROM analytics.customer_last_seen ORDER BY ALL"""
 EXPORTS_QUERY = """
     SELECT export_key, export_date, customers, repeated_rows, superseded_by
     FROM analytics.history_exports ORDER BY ALL"""
@@ -151,12 +153,13 @@ def apply(con, ref, missing=1, rows=rows_for):
 def tables(con):
     return {name: con.execute(sql).fetchall()
             for name, sql in (("history", HISTORY_QUERY), ("events", EVENTS_QUERY),
-                              ("exports", EXPORTS_QUERY))}
+                              ("last_seen", LAST_SEEN_QUERY), ("exports", EXPORTS_QUERY))}
 
 
 def test_three_exports_give_the_hand_computed_history_events_and_cohorts(con):
     assert [apply(con, ref) for ref in (K1, K2, K3)] == ["appended"] * 3
     assert con.execute(HISTORY_QUERY).fetchall() == HISTORY
+    assert con.execute(LAST_SEEN_QUERY).fetchall() == LAST_SEEN
     assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
     assert con.execute(retention_by_cohort_sql()).fetchall() == RETENTION
     assert con.execute(monthly_churn_sql()).fetchall() == MONTHLY
@@ -183,17 +186,18 @@ def test_a_late_export_is_placed_by_its_date(con):
     assert apply(con, K3) == "appended"
     # Without the February export, e never went missing: one version, no event.
     assert [row for row in con.execute(HISTORY_QUERY).fetchall() if row[0] == "e"] == [
-        ("e", 1, D1, None, True, MTM, "DSL", "No", "Low", "New", "No", 3, D3, 5, None, K1.key)]
+        ("e", 1, D1, None, True, MTM, "DSL", "No", "Low", "New", "No", 3, None, K1.key)]
     assert apply(con, K2) == "rebuilt"
     assert con.execute(HISTORY_QUERY).fetchall() == HISTORY
+    assert con.execute(LAST_SEEN_QUERY).fetchall() == LAST_SEEN
     assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
     assert con.execute(retention_by_cohort_sql()).fetchall() == RETENTION
 
 
 def test_a_second_export_of_a_date_supersedes_the_first(con):
-    # A corrected February export: c did not change contract after all.
+    # A corrected February export: c did not change contract after all, f was not a customer.
     k2b = ExportRef("2026-02-17__00000000002b", D2, datetime(2026, 2, 17, 9, tzinfo=timezone.utc))
-    corrected = [(k2b, c, *rest) for ref, c, *rest in ROWS if ref == K2 and c != "c"]
+    corrected = [(k2b, c, *rest) for ref, c, *rest in ROWS if ref == K2 and c not in "cf"]
     corrected.append((k2b, "c", 3, 31, MTM, "DSL", "No", "Low", "Medium", "No"))
     con.execute("DROP TABLE export_rows")
     load_rows(con, ROWS + corrected)
@@ -202,8 +206,11 @@ def test_a_second_export_of_a_date_supersedes_the_first(con):
     assert apply(con, k2b) == "rebuilt"
     assert [row[:6] for row in con.execute(HISTORY_QUERY).fetchall() if row[0] == "c"] == [
         ("c", 1, D1, None, True, MTM)]
+    assert "f" not in {row[0] for row in con.execute(HISTORY_QUERY).fetchall()}
+    assert con.execute(LAST_SEEN_QUERY).fetchall() == [
+        ("a", D2, 6), ("b", D2, 21), ("c", D2, 31), ("d", D2, 41), ("e", D1, 3)]
     assert con.execute(EXPORTS_QUERY).fetchall() == [
-        (K1.key, D1, 5, 1, None), (K2.key, D2, None, None, k2b.key), (k2b.key, D2, 5, 0, None)]
+        (K1.key, D1, 5, 1, None), (K2.key, D2, None, None, k2b.key), (k2b.key, D2, 4, 0, None)]
     assert apply(con, K2) == "unchanged"  # the superseded one stays superseded
 
 
@@ -218,12 +225,12 @@ def test_missing_counts_only_from_the_configured_number_of_exports(con):
     apply(con, K2, missing=2)
     e_rows = f"SELECT * FROM ({HISTORY_QUERY}) WHERE customer = 'e'"
     assert con.execute(e_rows).fetchall() == [
-        ("e", 1, D1, None, True, MTM, "DSL", "No", "Low", "New", "No", 3, D1, 3, None, K1.key)]
+        ("e", 1, D1, None, True, MTM, "DSL", "No", "Low", "New", "No", 3, None, K1.key)]
+    assert ("e", D1, 3) in con.execute(LAST_SEEN_QUERY).fetchall()
     assert "missing" not in {row[4] for row in con.execute(EVENTS_QUERY).fetchall()}
     apply(con, k3, missing=2)
     assert con.execute(e_rows).fetchall() == [
-        ("e", 1, D1, D2, False, MTM, "DSL", "No", "Low", "New", "No", 3, D1, 3, "missing",
-         K1.key)]
+        ("e", 1, D1, D2, False, MTM, "DSL", "No", "Low", "New", "No", 3, "missing", K1.key)]
     assert [row for row in con.execute(EVENTS_QUERY).fetchall() if row[4] == "missing"] == [
         ("e", 1, D2, D3, "missing", 3, MTM, k3.key)]
 
@@ -237,7 +244,7 @@ def test_an_absent_customer_already_churned_is_closed_without_a_second_event(con
     for ref in (K1, K2, k3):
         apply(con, ref)
     b_rows = [row for row in con.execute(HISTORY_QUERY).fetchall() if row[0] == "b"]
-    assert [(r[2], r[3], r[4], r[14]) for r in b_rows] == [
+    assert [(r[2], r[3], r[4], r[12]) for r in b_rows] == [
         (D1, D2, False, "change"), (D2, D3, False, "missing")]
     assert [row[4] for row in con.execute(EVENTS_QUERY).fetchall() if row[0] == "b"] == [
         "churn_flag"]
