@@ -88,7 +88,8 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
     return [
         # The export, one row per customer: the last in file order.
         f"""CREATE OR REPLACE TEMP TABLE _export AS
-            SELECT anonymized_customer_id, tenure, {attrs}
+            SELECT anonymized_customer_id, tenure, {attrs},
+                   count(*) OVER (PARTITION BY anonymized_customer_id) - 1 AS repeats
             FROM ({rows}) AS export_rows
             QUALIFY row_number() OVER (PARTITION BY anonymized_customer_id
                                        ORDER BY source_row DESC) = 1""",
@@ -110,7 +111,7 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
         f"""INSERT INTO {EXPORTS_TABLE}
             SELECT {key}, {d}, TIMESTAMP '{arrived}', now()::TIMESTAMP,
                    (SELECT count(*) FROM _export),
-                   (SELECT count(*) FROM ({rows}) AS export_rows) - (SELECT count(*) FROM _export),
+                   (SELECT coalesce(sum(repeats), 0) FROM _export),
                    NULL""",
         # Churn turned Yes, or Yes at the very first sight; not on coming back already churned.
         f"""INSERT INTO {EVENTS_TABLE}
