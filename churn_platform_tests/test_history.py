@@ -9,6 +9,7 @@ Three monthly exports of six customers (ids shortened to their last letter below
   d  is listed twice in the first export: the last row (Two-Year) is the one history keeps.
 """
 
+import time
 from datetime import date, datetime, timezone
 
 import duckdb
@@ -310,3 +311,49 @@ def test_history_from_real_csv_exports_joins_on_keyed_pseudonyms(tmp_path):
         "SELECT count(*) FILTER (WHERE is_current AND valid_from = DATE '2026-03-01'),"
         " count(*) FILTER (WHERE closed_by = 'missing' AND valid_to = DATE '2026-03-01')"
         " FROM analytics.customer_history").fetchone() == (2, 2)
+
+
+CHILD = """
+import sys, time, duckdb
+from churn_platform_tests.test_history import K1, K2, K3, ROWS, load_rows, rows_for
+from churn_platform.core.history import apply_export
+marker = sys.argv[2]
+con = duckdb.connect(sys.argv[1])
+load_rows(con, ROWS)
+apply_export(con, K1, rows_for, 1)
+apply_export(con, K3, rows_for, 1)
+con.execute("CHECKPOINT")
+
+def rows_then_hang(ref):
+    if ref == K3:  # K1 and K2 are already rebuilt inside the transaction
+        open(marker, "w").close()
+        time.sleep(120)
+    return rows_for(ref)
+
+apply_export(con, K2, rows_then_hang, 1)
+"""
+
+
+def test_a_rebuild_killed_midway_leaves_the_last_history_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    database, marker = tmp_path / "w.duckdb", tmp_path / "inside"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(database), str(marker)])
+    try:
+        for _ in range(600):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the child never reached the middle of the rebuild"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with duckdb.connect(str(database)) as con:
+        # As after K1 and K3: nothing of the half-done rebuild.
+        assert [row[0] for row in con.execute(EXPORTS_QUERY).fetchall()] == [K1.key, K3.key]
+        assert "missing" not in {row[4] for row in con.execute(EVENTS_QUERY).fetchall()}
+        assert apply(con, K2) == "rebuilt"
+        assert tables(con)["history"] == HISTORY
+        assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
