@@ -1,6 +1,6 @@
 """How the cost of applying an export to customer history grows with the history behind it.
 
-python -m churn_platform_bench.history_apply --customers 1000000 --exports 5 --database /tmp/h.duckdb
+python -m churn_platform_bench.history_apply --customers 1000000 --exports 8 --database /tmp/h.db
 
 Synthetic exports built inside DuckDB (no CSV, no transform: only history is measured): each
 export changes the contract of about 3 % of customers, churns about 2 % more, and leaves out

@@ -1,4 +1,4 @@
-"""The landing sensor on a real folder and an ephemeral instance: partitions for new content only."""
+"""The landing sensor on a real folder and a test instance: partitions for new content only."""
 
 import os
 import time

@@ -2,8 +2,9 @@
 
 An export is its bytes: its identity is the SHA-256 of its content. The same bytes dropped twice
 (under the same name or another) are one export; changed bytes under an old name are a new export
-beside the old one, never an overwrite. Its date comes from its file name (CHURN_LANDING_DATE_PATTERN,
-default `YYYY-MM-DD` or `YYYYMMDD`), else from its arrival: the file's modification time, in UTC.
+beside the old one, never an overwrite. Its date comes from its file name
+(CHURN_LANDING_DATE_PATTERN, default `YYYY-MM-DD` or `YYYYMMDD`), else from its arrival: the
+file's modification time, in UTC.
 Exports load in (export date, arrival, name) order, so a late file takes its place by date.
 
 Only regular `.csv` files directly in the folder are exports. Symbolic links are refused (a link

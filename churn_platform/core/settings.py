@@ -98,7 +98,7 @@ def landing_dir() -> Path | None:
 
 
 def landing_date_pattern() -> str:
-    """The regular expression finding an export's date in its file name (groups year, month, day)."""
+    """The regular expression finding an export's date in a file name (groups year, month, day)."""
     return os.environ.get(LANDING_DATE_PATTERN_ENV) or DEFAULT_LANDING_DATE_PATTERN
 
 
