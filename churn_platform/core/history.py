@@ -14,7 +14,8 @@ Rules, stated once here and in docs/landing-and-history.md:
   `churn_flag_at_first_sight`: Yes the first time the customer is ever seen (churned before the
   first export: kept apart so the first month is not inflated); `missing`: absent (churn still
   No) from N consecutive export dates (CHURN_MISSING_EXPORTS_FOR_CHURN), dated by the first export
-  they were missing from and detected on the N-th. Coming back already churned is no new event. Absence closes the version either way.
+  they were missing from and detected on the N-th. Coming back already churned is no new event.
+  Absence closes the version either way.
 - Applying an export already in `history_exports` changes nothing. An export newer than every one
   applied is applied incrementally (its own rows against the current versions). Any other (a late
   export, or a second export of an already applied date) rebuilds history from every export in
