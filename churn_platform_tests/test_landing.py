@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from churn_platform.core import landing
+from churn_platform.core import landing, settings
 from churn_platform.core.errors import InputError
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -190,3 +190,19 @@ def test_landing_mode_refuses_random_pseudonyms(monkeypatch):
     assert "openssl rand" in error.value.description
     monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", "k" * 32)
     landing.require_stable_pseudonyms()
+
+
+@pytest.mark.parametrize("value, expected", [(None, 3), ("1", 1), ("7", 7)])
+def test_the_missing_exports_setting(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("CHURN_MISSING_EXPORTS_FOR_CHURN", raising=False)
+    else:
+        monkeypatch.setenv("CHURN_MISSING_EXPORTS_FOR_CHURN", value)
+    assert settings.missing_exports_for_churn() == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_missing_exports_setting_is_named(monkeypatch, value):
+    monkeypatch.setenv("CHURN_MISSING_EXPORTS_FOR_CHURN", value)
+    with pytest.raises(InputError, match="CHURN_MISSING_EXPORTS_FOR_CHURN must be a whole number"):
+        settings.missing_exports_for_churn()

@@ -4,6 +4,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from churn_platform.core.errors import InputError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CSV = PROJECT_ROOT / "data" / "customer_churn_data.csv"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "churn_warehouse.duckdb"
@@ -109,4 +111,8 @@ def landing_settle_seconds() -> float:
 
 def missing_exports_for_churn() -> int:
     """How many consecutive exports a customer must be missing from to count as churned."""
-    return int(os.environ.get(MISSING_EXPORTS_ENV, "3"))
+    value = os.environ.get(MISSING_EXPORTS_ENV) or "3"
+    if not value.strip().isdigit() or int(value) < 1:
+        raise InputError(f"{MISSING_EXPORTS_ENV} must be a whole number of exports, 1 or more,"
+                         f" not {value!r}")
+    return int(value)
