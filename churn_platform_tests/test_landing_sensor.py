@@ -117,3 +117,17 @@ def test_the_code_location_runs_the_sensor_by_default():
     [sensor] = [s for s in defs.sensors if s.name == "landing_sensor"]
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.job_name == "landing_export_job"
+
+
+def test_the_cursor_spares_rereading_unchanged_files(instance, folder, monkeypatch):
+    from churn_platform.core import landing
+
+    drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
+    first = tick(instance)
+    reads = []
+    real_read = landing._read_hash
+    monkeypatch.setattr(landing, "_read_hash", lambda path: reads.append(path) or real_read(path))
+    tick(instance, first.cursor)
+    assert reads == []
+    tick(instance)  # a lost cursor costs a re-read, nothing else
+    assert [p.name for p in reads] == ["crm_2026-11-27.csv"]
