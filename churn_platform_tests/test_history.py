@@ -357,3 +357,21 @@ def test_a_rebuild_killed_midway_leaves_the_last_history_and_resumes(tmp_path):
         assert apply(con, K2) == "rebuilt"
         assert tables(con)["history"] == HISTORY
         assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
+
+
+def test_each_return_after_an_absence_opens_the_next_lifecycle(con):
+    # e: seen in January, absent in February, back in March, absent in April, back in May.
+    k4 = ExportRef("2026-04-21__000000000004", date(2026, 4, 21), K3.arrived_at)
+    k5 = ExportRef("2026-05-19__000000000005", date(2026, 5, 19), K3.arrived_at)
+    e_row = (MTM, "DSL", "No", "Low", "New", "No")
+    later = [(k4, "a", 1, 8, MTM, "DSL", "No", "Medium", "New", "No"),
+             (k5, "e", 1, 7, *e_row)]
+    con.execute("DROP TABLE export_rows")
+    load_rows(con, ROWS + later)
+    for ref in (K1, K2, K3, k4, k5):
+        apply(con, ref)
+    assert [(r[1], r[2], r[3], r[12]) for r in con.execute(HISTORY_QUERY).fetchall()
+            if r[0] == "e"] == [(1, D1, D2, "missing"), (2, D3, k4.export_date, "missing"),
+                                (3, k5.export_date, None, None)]
+    assert [(r[1], r[2], r[4]) for r in con.execute(EVENTS_QUERY).fetchall() if r[0] == "e"] == [
+        (1, D2, "missing"), (2, k4.export_date, "missing")]
