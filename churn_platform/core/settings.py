@@ -4,6 +4,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from churn_platform.core.errors import InputError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CSV = PROJECT_ROOT / "data" / "customer_churn_data.csv"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "churn_warehouse.duckdb"
@@ -79,3 +81,38 @@ def grafana_reader() -> tuple[str, str] | None:
 def metrics_retention() -> timedelta:
     """How long PostgreSQL keeps metrics history and run history (CHURN_METRICS_RETENTION_DAYS)."""
     return timedelta(days=float(os.environ.get("CHURN_METRICS_RETENTION_DAYS", "400")))
+
+
+# The landing folder (issue 16): every export file dropped there is kept and loaded once.
+LANDING_DIR_ENV = "CHURN_LANDING_DIR"
+LANDING_DATE_PATTERN_ENV = "CHURN_LANDING_DATE_PATTERN"
+# A date in a file name: 2026-11-27 or 20261127, not inside a longer run of digits.
+DEFAULT_LANDING_DATE_PATTERN = (
+    r"(?<!\d)(?P<year>\d{4})(?P<sep>-?)(?P<month>\d{2})(?P=sep)(?P<day>\d{2})(?!\d)"
+)
+MISSING_EXPORTS_ENV = "CHURN_MISSING_EXPORTS_FOR_CHURN"
+
+
+def landing_dir() -> Path | None:
+    """The landing folder; None: single-file mode (CHURN_SOURCE_CSV)."""
+    value = os.environ.get(LANDING_DIR_ENV)
+    return Path(value) if value else None
+
+
+def landing_date_pattern() -> str:
+    """The regular expression finding an export's date in a file name (groups year, month, day)."""
+    return os.environ.get(LANDING_DATE_PATTERN_ENV) or DEFAULT_LANDING_DATE_PATTERN
+
+
+def landing_settle_seconds() -> float:
+    """A file modified more recently than this is still being written: left for the next scan."""
+    return float(os.environ.get("CHURN_LANDING_SETTLE_SECONDS", "10"))
+
+
+def missing_exports_for_churn() -> int:
+    """How many consecutive exports a customer must be missing from to count as churned."""
+    value = os.environ.get(MISSING_EXPORTS_ENV) or "3"
+    if not value.strip().isdigit() or int(value) < 1:
+        raise InputError(f"{MISSING_EXPORTS_ENV} must be a whole number of exports, 1 or more,"
+                         f" not {value!r}")
+    return int(value)

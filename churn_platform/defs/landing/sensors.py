@@ -1,0 +1,59 @@
+"""The landing sensor: registers every new export file as a partition and requests its load.
+
+New means new content: the registered partitions are the memory (a key ends with the hash), so a
+file dropped again is not registered twice and a changed file is. The cursor only caches hashes,
+so a lost cursor costs one re-read of the folder, nothing else. The run_key is the partition key:
+a re-evaluated tick starts no second run.
+"""
+
+import json
+
+import dagster as dg
+
+from churn_platform.core import landing, settings
+from churn_platform.defs.landing.assets import EXPORTS_PARTITIONS, landing_export_job
+
+EXPORT_DATE_TAG = "churn_platform/export_date"
+MAX_REPORTED = 10
+
+
+@dg.sensor(
+    job=landing_export_job,
+    name="landing_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Registers each new export in CHURN_LANDING_DIR as a churn_exports partition.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext):
+    folder = settings.landing_dir()
+    if folder is None:
+        return dg.SkipReason(
+            f"{settings.LANDING_DIR_ENV} is not set: single-file mode ({settings.source_csv()})."
+            " Set it to the folder the CRM drops its exports into."
+        )
+    # Refusing is louder than skipping: without a key, history could never join two exports.
+    landing.require_stable_pseudonyms()
+    found = landing.scan(folder, hashes=json.loads(context.cursor) if context.cursor else None)
+    # Names quoted with escapes: a file name cannot forge a line of the log.
+    notes = [f"{r.path.name!r}: refused, {r.reason}" for r in found.refused]
+    notes += [f"{path.name!r}: the same content as export {key}" for path, key in found.duplicates]
+    notes += [f"{path.name!r}: still being written" for path in found.waiting]
+    for note in notes:
+        context.log.warning(note)
+    known = set(context.instance.get_dynamic_partitions(EXPORTS_PARTITIONS.name))
+    new = landing.new_exports(found.exports, known)
+    cursor = json.dumps(found.hashes)
+    if not new:
+        summary = "; ".join(notes[:MAX_REPORTED]) + (" ..." if len(notes) > MAX_REPORTED else "")
+        return dg.SensorResult(skip_reason=f"no new export in {folder}" + (
+            f" ({summary})" if summary else ""), cursor=cursor)
+    keys = [export.partition_key for export in new]
+    return dg.SensorResult(
+        dynamic_partitions_requests=[EXPORTS_PARTITIONS.build_add_request(keys)],
+        run_requests=[
+            dg.RunRequest(run_key=export.partition_key, partition_key=export.partition_key,
+                          tags={EXPORT_DATE_TAG: export.export_date.isoformat()})
+            for export in new
+        ],
+        cursor=cursor,
+    )
