@@ -17,7 +17,7 @@ from churn_platform.core.warehouse import SqlTable
 from churn_platform.defs.elt.assets import ELT_ASSETS
 from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.resources import build_resources
-from churn_platform.defs.warehouse_io import SqlTableTypeHandler, WarehouseIOManager
+from churn_platform.defs.warehouse_io import PUBLISHED, SqlTableTypeHandler, WarehouseIOManager
 
 pytest_plugins = [
     "churn_platform_tests.postgres",
@@ -59,11 +59,12 @@ def warehouse(tmp_path) -> Path:
 
 
 def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_error=True):
-    """Materialize the ELT assets and their checks in-process, as the job would."""
+    """Materialize the ELT assets and their checks in-process, as the job would. A selection
+    includes analytics/published, so that what it writes is published (or refused) at its end."""
     return dg.materialize(
         [*ELT_ASSETS, *ELT_CHECKS],
         resources=build_resources(str(database), str(csv)),
-        selection=selection,
+        selection=None if selection is None else [*selection, PUBLISHED],
         raise_on_error=raise_on_error,
     )
 
