@@ -109,3 +109,36 @@ def write_csv(path: Path, text: str) -> Path:
 
 
 HEADER = "CustomerID,Age,Gender,Tenure,MonthlyCharges,ContractType,InternetService,TotalCharges,TechSupport,Churn"
+
+
+ELT_TABLES = ("staging.customer_churn", "analytics.customer_churn", "analytics.rejected_rows",
+              "analytics.churn_by_segment", "analytics.data_quality_metrics")
+
+
+def published_set(conn) -> dict[str, int]:
+    """Row counts of the published ELT tables, after asserting they come from one run: one load
+    of one file across the split, parity, and the latest snapshots counting these very tables."""
+    [(loads, files, staging, analytics, rejected)] = conn.execute("""
+        SELECT (SELECT count(DISTINCT load_timestamp) FROM (
+                    SELECT load_timestamp FROM staging.customer_churn UNION ALL
+                    SELECT load_timestamp FROM analytics.customer_churn UNION ALL
+                    SELECT load_timestamp FROM analytics.rejected_rows)),
+               (SELECT count(DISTINCT source_file) FROM staging.customer_churn),
+               (SELECT count(*) FROM staging.customer_churn),
+               (SELECT count(*) FROM analytics.customer_churn),
+               (SELECT count(*) FROM analytics.rejected_rows)""").fetchall()
+    assert (loads, files) == (1, 1), "the split mixes loads"
+    assert staging == analytics + rejected, "parity"
+    [latest] = conn.execute("""
+        SELECT m.total_records, m.analytics_records, m.rejected_rows,
+               (SELECT sum(customers) FROM analytics.churn_by_segment s
+                WHERE s.snapshot_id = m.snapshot_id AND dimension = 'contract_type')
+        FROM analytics.data_quality_metrics m ORDER BY snapshot_at DESC LIMIT 1""").fetchall()
+    assert latest == (staging, analytics, rejected, analytics), "the latest snapshot"
+    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ELT_TABLES}
+
+
+def published_set_of(database: Path | str) -> dict[str, int]:
+    """`published_set` as a reader opening the file read-only sees it."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return published_set(conn)

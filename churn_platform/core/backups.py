@@ -16,7 +16,8 @@ from pathlib import Path
 import duckdb
 
 from churn_platform.core import settings
-from churn_platform.core.warehouse import quote_literal
+from churn_platform.core.publish import candidates
+from churn_platform.core.warehouse import quote_ident, quote_literal, rollback
 
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 
@@ -37,12 +38,20 @@ def list_backups(root: Path) -> list[Path]:
 
 
 def take_backup(conn: duckdb.DuckDBPyConnection, root: Path, when: datetime) -> Path:
-    """Export every table to Parquet under a temporary name, then rename: no half backups."""
+    """Export every published table to Parquet under a temporary name, then rename: no half
+    backups. Candidates a killed or held-back run left are not published: they are dropped in a
+    transaction that is rolled back after the export, so the file itself is left as it was."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / backup_name(when)
     partial = root / f".partial-{final.name}"
     shutil.rmtree(partial, ignore_errors=True)
-    conn.execute(f"EXPORT DATABASE {quote_literal(str(partial))} (FORMAT parquet)")
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for schema, table in candidates(conn):
+            conn.execute(f"DROP TABLE {quote_ident(schema)}.{quote_ident(table)}")
+        conn.execute(f"EXPORT DATABASE {quote_literal(str(partial))} (FORMAT parquet)")
+    finally:
+        rollback(conn)
     partial.rename(final)
     return final
 

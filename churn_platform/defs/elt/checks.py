@@ -191,6 +191,13 @@ SPLIT_CHECKS = {
 }
 
 
+HELD_BACK = (
+    "this blocking check failed on the run's candidates ({}): analytics/published does not run,"
+    " nothing of this run is published, and readers keep the previous tables. The candidates"
+    " stay for inspection until the next run."
+)
+
+
 @dg.multi_asset_check(specs=list(SPLIT_CHECKS.values()), can_subset=True)
 def split_checks(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, churn_source: ChurnSource
@@ -203,9 +210,13 @@ def split_checks(
         for check, spec in SPLIT_CHECKS.items():
             if spec.key in context.selected_asset_check_keys:
                 result = check(conn, mapping, t)
+                metadata = dict(result.metadata)
+                if spec.blocking and not result.passed:
+                    metadata["held back"] = HELD_BACK.format(", ".join(t.values()))
+                    context.log.error(f"{spec.name}: {metadata['held back']}")
                 yield dg.AssetCheckResult(
                     asset_key=spec.asset_key, check_name=spec.name, passed=result.passed,
-                    metadata=result.metadata,
+                    metadata=metadata,
                 )
 
 
