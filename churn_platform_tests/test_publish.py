@@ -96,6 +96,14 @@ def test_a_reader_between_every_pair_of_steps_sees_one_published_set(
     publish_done = [w for w, _ in seen].index("analytics__published STEP_SUCCESS")
     assert all(counts == before for _, counts in seen[:publish_done]), seen
     assert all(counts == after for _, counts in seen[publish_done:]), seen
+    # The UI: each table's materialization describes its candidate; the publish, what it published.
+    by_key = {e.materialization.asset_key: e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    assert "this run's candidate" in by_key[STAGING]["publication"].value
+    assert by_key[STAGING]["dagster/row_count"].value == 3000
+    published = by_key[PUBLISHED]
+    assert {t: published[f"{t}: rows"].value for t in ELT_TABLES} == after
+    assert "anonymized_customer_id UUID" in published["schemas"].value
 
 
 def test_a_failing_blocking_check_holds_the_whole_run_back(

@@ -73,10 +73,12 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         else:
             publish.drop_leftovers(connection, key)
             table = publish.candidate_name(table_slice.table, key)
-            note = {"published": dg.MetadataValue.md(
-                f"Not yet: written as the candidate `{table_slice.schema}.{table}`;"
+            note = {"publication": dg.MetadataValue.md(
+                f"Written as this run's candidate `{table_slice.schema}.{table}`."
                 f" `{PUBLISHED.to_user_string()}` publishes it with the rest of the run once"
-                " the blocking checks pass. Until then readers see the previous table.")}
+                " the blocking checks pass; its materialization in this run lists what it"
+                " published. Without one, this table was held back: readers still see the"
+                " previous one.")}
         with reported_as_failure():
             written = write_table(connection, table_slice.schema, table, obj)
         return {
