@@ -10,14 +10,20 @@ import duckdb
 import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
+from churn_platform.core import publish
 from churn_platform.core.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform.core.source import staging_table
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform.core.warehouse import SqlTable
-from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.elt.assets import ELT_ASSETS, published_tables
 from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.resources import build_resources
-from churn_platform.defs.warehouse_io import PUBLISHED, SqlTableTypeHandler, WarehouseIOManager
+from churn_platform.defs.warehouse_io import (
+    PUBLISHED,
+    SqlTableTypeHandler,
+    WarehouseIOManager,
+    WarehouseResource,
+)
 
 pytest_plugins = [
     "churn_platform_tests.postgres",
@@ -70,14 +76,18 @@ def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_erro
 
 
 def write_table(database, key: dg.AssetKey, table: SqlTable, raise_on_error=True):
-    """Write one SqlTable at `key` through the warehouse IO manager, in a real run."""
+    """Write one SqlTable at `key` through the warehouse IO manager, in a real run; an ELT table
+    with the publish step, as the IO manager requires."""
 
     @dg.asset(key=key)
     def one_table() -> SqlTable:
         return table
 
+    elt = ".".join(key.path) in {name for name, _ in publish.ELT_TABLES}
     return dg.materialize(
-        [one_table], resources={"io_manager": WarehouseIOManager(database=str(database))},
+        [one_table, *([published_tables] if elt else [])],
+        resources={"io_manager": WarehouseIOManager(database=str(database)),
+                   "warehouse": WarehouseResource(database=str(database))},
         raise_on_error=raise_on_error,
     )
 

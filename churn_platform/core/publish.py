@@ -207,9 +207,10 @@ def verify_split(conn: duckdb.DuckDBPyConnection, published: list[str]) -> None:
         return  # the split untouched, or staging loaded alone into a warehouse without the rest
     if there != split:
         raise PlatformError(
-            f"publishing {', '.join(published)} would leave {', '.join(sorted(set(split) - set(there)))}"
-            " missing beside the rest of the split. Materialize staging, analytics and rejected"
-            " rows together, or run churn_elt_job. Nothing was published."
+            f"publishing {', '.join(published)} would leave"
+            f" {', '.join(sorted(set(split) - set(there)))} missing beside the rest of the split."
+            " Materialize staging, analytics and rejected rows together, or run churn_elt_job."
+            " Nothing was published."
         )
     parity = split_parity(conn, *split, sample=5, counts_only=set(split) <= set(published))
     if not parity.holds:

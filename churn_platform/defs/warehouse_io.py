@@ -94,7 +94,8 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
     def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> SqlTable:
         # This run's candidate when it wrote one, else the published table.
         table = f"{table_slice.schema}.{table_slice.table}"
-        return SqlTable(f"SELECT * FROM {publish.reading(connection, table, _publishing_run(context))}")
+        read = publish.reading(connection, table, _publishing_run(context))
+        return SqlTable(f"SELECT * FROM {read}")
 
 
 class _AtomicDuckDbClient(DuckDbClient):

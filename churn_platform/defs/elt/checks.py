@@ -115,7 +115,9 @@ def pseudonyms_unique_and_present(conn, mapping: SourceMapping,
 def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping,
     t: Tables = Tables()) -> dg.AssetCheckResult:
     """No NULL is left in any cleaned or derived column."""
-    columns = [d[0] for d in conn.execute(f"SELECT * FROM {t[ANALYTICS_TABLE]} LIMIT 0").description]
+    columns = [
+        d[0] for d in conn.execute(f"SELECT * FROM {t[ANALYTICS_TABLE]} LIMIT 0").description
+    ]
     checked = [c for c in columns if c not in _absent_columns(mapping)]
     passed, metadata = _violations(
         conn, t[ANALYTICS_TABLE], {c: f"{quote_ident(c)} IS NULL" for c in checked}
