@@ -146,13 +146,12 @@ def publish(conn: duckdb.DuckDBPyConnection, tables: Sequence[tuple[str, str | N
                 )
             done.append(qualified)
         verify(conn, done)
-        published = [_described(conn, qualified) for qualified, _ in tables
-                     if _exists(conn, *_split(qualified))]
+        published = [_described(conn, qualified) for qualified in done]
         conn.execute("COMMIT")
     except BaseException:
         rollback(conn)
         raise
-    return [p for p in published if p.table in done]
+    return published
 
 
 def _described(conn: duckdb.DuckDBPyConnection, qualified: str) -> Published:

@@ -194,7 +194,7 @@ SPLIT_CHECKS = {
 
 
 HELD_BACK = (
-    "this blocking check failed on the run's candidates ({}): analytics/published does not run,"
+    "this blocking check failed on what the run wrote ({}): analytics/published does not run,"
     " nothing of this run is published, and readers keep the previous tables. The candidates"
     " stay for inspection until the next run."
 )
