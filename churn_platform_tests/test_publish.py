@@ -104,6 +104,13 @@ def test_a_reader_between_every_pair_of_steps_sees_one_published_set(
     published = by_key[PUBLISHED]
     assert {t: published[f"{t}: rows"].value for t in ELT_TABLES} == after
     assert "anonymized_customer_id UUID" in published["schemas"].value
+    # The drift check ran before the publish, on the history as it would read with this run's
+    # candidate snapshot in it.
+    [drift] = [e for e in result.get_asset_check_evaluations() if e.check_name == "churn_rate_drift"]
+    [(rate,)] = query(warehouse, "SELECT churn_rate_percent FROM analytics.data_quality_metrics"
+                                 " ORDER BY snapshot_at DESC LIMIT 1")
+    assert drift.metadata["churn_rate_percent"].value == rate
+    assert drift.metadata["earlier snapshots"].value == 1
 
 
 def test_a_failing_blocking_check_holds_the_whole_run_back(
