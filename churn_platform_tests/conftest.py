@@ -10,14 +10,20 @@ import duckdb
 import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
+from churn_platform.core import publish
 from churn_platform.core.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform.core.source import staging_table
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform.core.warehouse import SqlTable
-from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.elt.assets import ELT_ASSETS, published_tables
 from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.resources import build_resources
-from churn_platform.defs.warehouse_io import SqlTableTypeHandler, WarehouseIOManager
+from churn_platform.defs.warehouse_io import (
+    PUBLISHED,
+    SqlTableTypeHandler,
+    WarehouseIOManager,
+    WarehouseResource,
+)
 
 pytest_plugins = [
     "churn_platform_tests.postgres",
@@ -59,24 +65,29 @@ def warehouse(tmp_path) -> Path:
 
 
 def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_error=True):
-    """Materialize the ELT assets and their checks in-process, as the job would."""
+    """Materialize the ELT assets and their checks in-process, as the job would. A selection
+    includes analytics/published, so that what it writes is published (or refused) at its end."""
     return dg.materialize(
         [*ELT_ASSETS, *ELT_CHECKS],
         resources=build_resources(str(database), str(csv)),
-        selection=selection,
+        selection=None if selection is None else [*selection, PUBLISHED],
         raise_on_error=raise_on_error,
     )
 
 
 def write_table(database, key: dg.AssetKey, table: SqlTable, raise_on_error=True):
-    """Write one SqlTable at `key` through the warehouse IO manager, in a real run."""
+    """Write one SqlTable at `key` through the warehouse IO manager, in a real run; an ELT table
+    with the publish step, as the IO manager requires."""
 
     @dg.asset(key=key)
     def one_table() -> SqlTable:
         return table
 
+    elt = ".".join(key.path) in {name for name, _ in publish.ELT_TABLES}
     return dg.materialize(
-        [one_table], resources={"io_manager": WarehouseIOManager(database=str(database))},
+        [one_table, *([published_tables] if elt else [])],
+        resources={"io_manager": WarehouseIOManager(database=str(database)),
+                   "warehouse": WarehouseResource(database=str(database))},
         raise_on_error=raise_on_error,
     )
 
@@ -110,10 +121,43 @@ def write_csv(path: Path, text: str) -> Path:
 HEADER = "CustomerID,Age,Gender,Tenure,MonthlyCharges,ContractType,InternetService,TotalCharges,TechSupport,Churn"
 
 
+ELT_TABLES = ("staging.customer_churn", "analytics.customer_churn", "analytics.rejected_rows",
+              "analytics.churn_by_segment", "analytics.data_quality_metrics")
+
+
+def published_set(conn) -> dict[str, int]:
+    """Row counts of the published ELT tables, after asserting they come from one run: one load
+    of one file across the split, parity, and the latest snapshots counting these very tables."""
+    [(loads, files, staging, analytics, rejected)] = conn.execute("""
+        SELECT (SELECT count(DISTINCT load_timestamp) FROM (
+                    SELECT load_timestamp FROM staging.customer_churn UNION ALL
+                    SELECT load_timestamp FROM analytics.customer_churn UNION ALL
+                    SELECT load_timestamp FROM analytics.rejected_rows)),
+               (SELECT count(DISTINCT source_file) FROM staging.customer_churn),
+               (SELECT count(*) FROM staging.customer_churn),
+               (SELECT count(*) FROM analytics.customer_churn),
+               (SELECT count(*) FROM analytics.rejected_rows)""").fetchall()
+    assert (loads, files) == (1, 1), "the split mixes loads"
+    assert staging == analytics + rejected, "parity"
+    [latest] = conn.execute("""
+        SELECT m.total_records, m.analytics_records, m.rejected_rows,
+               (SELECT sum(customers) FROM analytics.churn_by_segment s
+                WHERE s.snapshot_id = m.snapshot_id AND dimension = 'contract_type')
+        FROM analytics.data_quality_metrics m ORDER BY snapshot_at DESC LIMIT 1""").fetchall()
+    assert latest == (staging, analytics, rejected, analytics), "the latest snapshot"
+    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ELT_TABLES}
+
+
+def published_set_of(database: Path | str) -> dict[str, int]:
+    """`published_set` as a reader opening the file read-only sees it."""
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return published_set(conn)
+
+
 # Modules whose every test runs the whole graph, a child process or a server: seconds each.
 SLOW_MODULES = {
     "test_bench.py", "test_faults.py", "test_fuzz.py", "test_postgres_outage.py",
-    "test_mapping_runs.py", "test_security.py", "test_metrics_export.py",
+    "test_mapping_runs.py", "test_security.py", "test_metrics_export.py", "test_publish.py",
 }
 
 

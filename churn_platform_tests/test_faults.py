@@ -1,7 +1,8 @@
-"""Injected faults: a run killed with SIGKILL while it writes each table, and a full disk.
+"""Injected faults: a run killed with SIGKILL at every step boundary, while it writes each table
+and inside the publish transaction, and a full disk.
 
-Afterwards every table is whole (the last good version or the complete new one, never a part),
-readable, and the next run succeeds.
+Afterwards every table reads, all published tables come from one run (the last good one, or the
+whole new set once it was published), parity holds on them, and the next run succeeds.
 """
 
 import os
@@ -19,12 +20,21 @@ from churn_platform.core.fields import (
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
-from churn_platform_tests.conftest import query, run_elt
+from churn_platform_tests.conftest import published_set_of, query, run_elt
 
 BIG_ROWS = 200_000
 
 RUN_IN_CHILD = """
-import sys, dagster as dg
+import os, sys, time, dagster as dg
+if os.environ.get("PAUSE_IN_PUBLISH"):  # inside the transaction: the split renamed, one merge done
+    from churn_platform.core import publish
+    merge = publish.merge_history
+    def paused(*args, **kwargs):
+        result = merge(*args, **kwargs)
+        print("PAUSED inside the publish transaction", file=sys.stderr, flush=True)
+        time.sleep(600)
+        return result
+    publish.merge_history = paused
 from churn_platform.defs.elt.assets import ELT_ASSETS
 from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.resources import build_resources
@@ -53,40 +63,55 @@ def one_big_run(big_csv, tmp_path_factory) -> dict[str, int]:
     return counts(database)
 
 
-@pytest.mark.parametrize(
-    "step, table",
-    [("staging__customer_churn", STAGING_TABLE), ("analytics__customer_churn", ANALYTICS_TABLE),
-     ("analytics__rejected_rows", REJECTED_TABLE), ("analytics__churn_by_segment", SEGMENT_TABLE),
-     ("analytics__data_quality_metrics", METRICS_TABLE)],
-)
-def test_sigkill_while_writing_leaves_whole_tables_and_the_next_run_succeeds(
-    step, table, sample_csv, big_csv, one_big_run, warehouse
+# Where the child is killed: right after a line of its log (a step yielding its table: the IO
+# manager is writing it; a step starting: the previous one is done), or paused in the publish.
+KILL_POINTS = [
+    ("staging__customer_churn - STEP_OUTPUT", STAGING_TABLE),  # in the middle of each write
+    ("analytics__customer_churn - STEP_OUTPUT", ANALYTICS_TABLE),
+    ("analytics__rejected_rows - STEP_OUTPUT", REJECTED_TABLE),
+    ("analytics__churn_by_segment - STEP_OUTPUT", SEGMENT_TABLE),
+    ("analytics__data_quality_metrics - STEP_OUTPUT", METRICS_TABLE),
+    ("analytics__rejected_rows - STEP_SUCCESS", None),  # step boundaries
+    ("split_checks - STEP_SUCCESS", None),
+    ("analytics__churn_by_segment - STEP_SUCCESS", None),
+    ("analytics__data_quality_metrics - STEP_SUCCESS", None),
+    ("analytics__published - STEP_START", None),  # between the last check and the publish
+    ("PAUSED inside the publish transaction", None),
+    ("analytics__published - STEP_SUCCESS", "published"),  # after the COMMIT
+]
+
+
+@pytest.mark.parametrize("line, table", KILL_POINTS, ids=[p[0] for p in KILL_POINTS])
+def test_sigkill_at_any_point_leaves_one_runs_tables_and_the_next_run_succeeds(
+    line, table, sample_csv, big_csv, one_big_run, warehouse
 ):
     run_elt(sample_csv, warehouse)
-    before = counts(warehouse)
+    before = published_set_of(warehouse)
     new = {t: before[t] + n if t in HISTORY else n for t, n in one_big_run.items()}
+    env = {**os.environ, "PAUSE_IN_PUBLISH": "1" if line.startswith("PAUSED") else ""}
     child = subprocess.Popen(
         [sys.executable, "-c", RUN_IN_CHILD, str(warehouse), str(big_csv)],
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
     )
     try:
-        for line in child.stderr:
-            if f"{step} - STEP_OUTPUT" in line:  # the IO manager starts writing right after
+        for output in child.stderr:
+            if line in output:
                 break
         else:
-            pytest.fail(f"{step} never yielded its table")
+            pytest.fail(f"the run never logged {line!r}")
         os.killpg(child.pid, signal.SIGKILL)
     finally:
         child.kill()
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    after_kill = counts(warehouse)  # every table opens and reads
-    for name, rows in after_kill.items():
-        assert rows in (before[name], new[name]), name  # the last good version or the new one
-    assert after_kill[table] == before[table]  # killed mid-write: the write left no trace
+    after_kill = published_set_of(warehouse)  # every table reads, all from one run, parity holds
+    # Nothing of the killed run is visible until its publish committed; then all of it.
+    assert after_kill == (new if table == "published" else before)
     assert run_elt(sample_csv, warehouse).success
-    after = counts(warehouse)
+    after = published_set_of(warehouse)
     assert after[STAGING_TABLE] == after[ANALYTICS_TABLE] + after[REJECTED_TABLE] == 1000
+    assert not query(warehouse, "SELECT table_name FROM duckdb_tables()"
+                                 " WHERE starts_with(table_name, '_candidate_')")
 
 
 @pytest.fixture
@@ -115,11 +140,9 @@ def test_a_full_disk_fails_clearly_and_keeps_the_last_good_tables(small_disk, sa
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.step_failure_data.user_failure_data.description
     assert "No space left on device" in message and str(warehouse) in message
-    failed_table = message.split(":")[0].removeprefix("writing ").replace('"', "")
     for table, rows in before.items():
-        now = query(warehouse, f"SELECT * FROM {table}")  # every table still reads
-        if table == failed_table or table in HISTORY:
-            assert now == rows, table  # the write that hit the full disk left no trace
+        # every table still reads, and holds the last good rows: nothing of the run was published
+        assert query(warehouse, f"SELECT * FROM {table}") == rows, table
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     assert run_elt(sample_csv, warehouse).success  # once there is room, the next run goes on
 

@@ -10,6 +10,7 @@ from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
 from churn_platform.core.warehouse import quote_ident
 from churn_platform.defs.elt.assets import (
     ANALYTICS,
+    PUBLISHED,
     METRICS,
     REJECTED,
     SEGMENTS,
@@ -144,7 +145,7 @@ def test_materializations_carry_row_counts_schema_and_a_churn_preview(sample_csv
     result = run_elt(sample_csv, warehouse)
     by_key = {e.materialization.asset_key: e.materialization for e in
               result.get_asset_materialization_events()}
-    assert set(by_key) == {STAGING, ANALYTICS, REJECTED, SEGMENTS, METRICS}
+    assert set(by_key) == {STAGING, ANALYTICS, REJECTED, SEGMENTS, METRICS, PUBLISHED}
     staging_rows = query(warehouse, "SELECT count(*) FROM staging.customer_churn")[0][0]
     assert by_key[STAGING].metadata["dagster/row_count"].value == staging_rows
     schema = by_key[ANALYTICS].metadata["dagster/column_schema"].value

@@ -29,6 +29,7 @@ from churn_platform.core.backup_manifest import (
     verify_backup, write_manifest,
 )
 from churn_platform.core.errors import PlatformError
+from churn_platform.core.publish import CANDIDATE_PREFIX
 from churn_platform.core.warehouse import (
     clean_duckdb_error, connect, owner_only, quote_ident, quote_literal,
 )
@@ -98,13 +99,16 @@ def _copy_sql(table: str, columns: list[tuple[str, str]], target: Path) -> str:
 
 
 def _export(conn: duckdb.DuckDBPyConnection, folder: Path) -> list[Table]:
-    """Every table as Parquet, read in one transaction: one committed snapshot of them all."""
+    """Every published table as Parquet, read in one transaction: one committed snapshot of them
+    all. Candidates a killed or held-back run left are not published, and not backed up."""
     conn.execute("BEGIN TRANSACTION")
     try:
         tables = []
         names = conn.execute(
             "SELECT schema_name, table_name FROM duckdb_tables()"
-            " WHERE database_name = current_database() AND NOT temporary ORDER BY ALL"
+            " WHERE database_name = current_database() AND NOT temporary"
+            " AND NOT starts_with(table_name, ?) ORDER BY ALL",
+            [CANDIDATE_PREFIX],
         ).fetchall()
         for index, (schema, name) in enumerate(names, start=1):
             columns = conn.execute(

@@ -18,11 +18,44 @@ from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import PrivateAttr
 
+from churn_platform.core import publish
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import (
     SqlTable, connect, owner_only, quote_ident, write_table,
 )
 from churn_platform.defs.failures import reported_as_failure
+
+# The step that publishes a run's candidates (defs/elt/assets.py): a run without it publishes none.
+PUBLISHED = dg.AssetKey(["analytics", "published"])
+
+
+def run_key(run) -> str:
+    """The name a run's candidates carry: its root run's id, so that a retry or a re-execution
+    of the run reads (and publishes) what the earlier attempt wrote."""
+    return run.root_run_id or run.run_id
+
+
+def _publishing_run(context) -> str | None:
+    """The run key when this run publishes its candidates (its plan holds the publish step)."""
+    try:
+        step = context.step_context
+    except Exception:  # built outside a run (direct invocation): nothing to publish
+        return None
+    if PUBLISHED not in step.job_def.asset_layer.asset_graph.executable_asset_keys:
+        return None
+    return run_key(step.dagster_run)
+
+
+def _refuse_unpublished(table: str) -> None:
+    if table in {name for name, _ in publish.ELT_TABLES}:
+        raise dg.Failure(
+            description=(
+                f"{table} is published only together with the rest of its run, after the"
+                f" blocking checks: select {PUBLISHED.to_user_string()} too (or run"
+                " churn_elt_job). Nothing was written; the published tables are unchanged."
+            ),
+            allow_retries=False,
+        )
 
 
 class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
@@ -34,9 +67,24 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
 
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: SqlTable,
                       connection: duckdb.DuckDBPyConnection):
+        table, note = table_slice.table, {}
+        key = _publishing_run(context)
+        if key is None:
+            if context is not None:
+                _refuse_unpublished(f"{table_slice.schema}.{table_slice.table}")
+        else:
+            publish.drop_leftovers(connection, key)
+            table = publish.candidate_name(table_slice.table, key)
+            note = {"publication": dg.MetadataValue.md(
+                f"Written as this run's candidate `{table_slice.schema}.{table}`."
+                f" `{PUBLISHED.to_user_string()}` publishes it with the rest of the run once"
+                " the blocking checks pass; its materialization in this run lists what it"
+                " published. Without one, this table was held back: readers still see the"
+                " previous one.")}
         with reported_as_failure():
-            written = write_table(connection, table_slice.schema, table_slice.table, obj)
+            written = write_table(connection, table_slice.schema, table, obj)
         return {
+            **note,
             "dagster/row_count": written.row_count,
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(name, dtype) for name, dtype in written.columns]
@@ -46,9 +94,10 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         }
 
     def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> SqlTable:
-        return SqlTable(
-            f"SELECT * FROM {quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
-        )
+        # This run's candidate when it wrote one, else the published table.
+        table = f"{table_slice.schema}.{table_slice.table}"
+        read = publish.reading(connection, table, _publishing_run(context))
+        return SqlTable(f"SELECT * FROM {read}")
 
 
 class _AtomicDuckDbClient(DuckDbClient):
@@ -109,16 +158,32 @@ class WarehouseResource(DuckDBResource):
 
     _run_connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
     _owner_only: ExitStack = PrivateAttr(default_factory=ExitStack)
+    _run_key: str | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # The files DuckDB creates during the run (the WAL, spill files) are owner-only.
         self._owner_only.enter_context(owner_only())
+        self._run_key = run_key(context.dagster_run) if context.dagster_run else None
         # Without waiting, and without failing here: if another process holds the file, or a
         # setting is wrong, the steps meet the same error as before, and may wait and retry.
         try:
             self._run_connection = connect(self.database, self.connection_config, timeout_s=0)
         except PlatformError:  # WarehouseLockedError included
             self._run_connection = None
+
+    @property
+    def run_key(self) -> str | None:
+        """The run this resource serves (its candidates' name), None outside a run."""
+        return self._run_key
+
+    def table(self, conn: duckdb.DuckDBPyConnection, name: str) -> str:
+        """What this run reads for the table `name`: its candidate if it wrote one, else the
+        published table (outside a run: the published one)."""
+        return publish.reading(conn, name, self._run_key)
+
+    def history(self, conn: duckdb.DuckDBPyConnection, name: str, key: str) -> str:
+        """A SELECT of the history `name` as it will read once this run publishes."""
+        return publish.history_reading(conn, name, key, self._run_key)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_connection is not None:

@@ -1,7 +1,9 @@
-"""The ELT assets: staging → analytics + rejected rows → churn by segment → quality metrics.
+"""The ELT assets: staging → analytics + rejected rows → churn by segment → quality metrics,
+then `analytics/published`, which publishes them together.
 
 Each asset returns a `SqlTable`; the warehouse IO manager runs it inside DuckDB and writes the
-table atomically. Asset keys are the DuckDB schema and table.
+table atomically, as this run's candidate (core/publish.py). Asset keys are the DuckDB schema and
+table.
 """
 
 from datetime import datetime, timezone
@@ -9,6 +11,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import duckdb
 
+from churn_platform.core import publish
 from churn_platform.core.fields import SEGMENT_TABLE, STAGING_TABLE
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
@@ -17,7 +20,7 @@ from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform.core.warehouse import SqlTable
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.resources import ChurnSource
-from churn_platform.defs.warehouse_io import WarehouseResource
+from churn_platform.defs.warehouse_io import PUBLISHED, WarehouseResource
 
 STAGING = dg.AssetKey(["staging", "customer_churn"])
 ANALYTICS = dg.AssetKey(["analytics", "customer_churn"])
@@ -51,7 +54,7 @@ def _staged_mapping(churn_source: ChurnSource, warehouse: WarehouseResource) -> 
     with warehouse.get_connection() as conn:
         try:
             row = conn.execute(
-                f"SELECT source_mapping_sha256 FROM {STAGING_TABLE} LIMIT 1"
+                f"SELECT source_mapping_sha256 FROM {warehouse.table(conn, STAGING_TABLE)} LIMIT 1"
             ).fetchone()
         except duckdb.Error:
             row = None  # staging loaded before source mappings existed
@@ -176,7 +179,8 @@ def data_quality_metrics(
     params = _snapshot_params(context)
     with warehouse.get_connection() as conn:
         by_contract = conn.execute(
-            f"SELECT segment, customers, churned, churn_rate_percent FROM {SEGMENT_TABLE}"
+            "SELECT segment, customers, churned, churn_rate_percent"
+            f" FROM {warehouse.table(conn, SEGMENT_TABLE)}"
             " WHERE snapshot_id = $snapshot_id AND dimension = 'contract_type' ORDER BY segment",
             {"snapshot_id": params["snapshot_id"]},
         ).fetchall()
@@ -192,10 +196,39 @@ def data_quality_metrics(
     )
 
 
+@dg.asset(
+    key=PUBLISHED,
+    deps=[STAGING, ANALYTICS, REJECTED, SEGMENTS, METRICS],
+    group_name="analytics",
+    kinds={"duckdb"},
+    owners=OWNERS,
+    description=(
+        "Publishes the run's tables together, in one transaction, once every blocking check on"
+        " them passed (renames, no copy): until then readers see the previous set. Skipped when"
+        " a blocking check fails: the candidates are held back."
+    ),
+)
+def published_tables(context: dg.AssetExecutionContext,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as conn, reported_as_failure():
+        done = publish.publish(conn, publish.ELT_TABLES, warehouse.run_key,
+                               publish.verify_split)
+    if not done:
+        context.log.warning("this run wrote no candidates: nothing to publish")
+    return dg.MaterializeResult(metadata={
+        "tables published": ", ".join(p.table for p in done) or "none",
+        **{f"{p.table}: rows": p.row_count for p in done},
+        "schemas": dg.MetadataValue.md("\n".join(
+            f"- `{p.table}`: " + ", ".join(f"{name} {dtype}" for name, dtype in p.columns)
+            for p in done)),
+    })
+
+
 ELT_ASSETS = [
     staging_customer_churn,
     analytics_customer_churn,
     analytics_rejected_rows,
     churn_by_segment,
     data_quality_metrics,
+    published_tables,
 ]

@@ -1,5 +1,8 @@
 """Asset checks: counted with SQL inside DuckDB, reported with numbers and a few source_rows.
 
+In a run they read the run's candidates (core/publish.py), before anything is published: `t` maps
+each published name to the table read; without it, the published tables are read.
+
 Metadata never carries a customer id: offending rows are named by `source_row`, which leads back
 to the raw row in staging for whoever may read staging. Fields the source lacks (per its mapping)
 are reported as absent, not checked: they hold a default or NULL by design.
@@ -19,6 +22,7 @@ from churn_platform.core.fields import (
     TENURE_BANDS,
 )
 from churn_platform.core.mapping import SourceMapping
+from churn_platform.core.publish import Tables, split_parity
 from churn_platform.core.transform import cell
 from churn_platform.core.warehouse import quote_ident, quote_literal
 from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, STAGING
@@ -64,18 +68,11 @@ def _violations(conn, table: str, rules: dict[str, str]) -> tuple[bool, dict]:
     return not metadata, metadata or {"violations": 0}
 
 
-def row_count_parity(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def row_count_parity(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """Every staging row is in analytics or in rejected_rows, exactly once."""
-    staging, analytics, rejected = conn.execute(
-        f"SELECT (SELECT count(*) FROM {STAGING_TABLE}), (SELECT count(*) FROM {ANALYTICS_TABLE}),"
-        f" (SELECT count(*) FROM {REJECTED_TABLE})"
-    ).fetchone()
-    unaccounted = conn.execute(
-        f"SELECT source_row FROM {STAGING_TABLE} ANTI JOIN"
-        f" (SELECT source_row FROM {ANALYTICS_TABLE} UNION ALL"
-        f"  SELECT source_row FROM {REJECTED_TABLE}) USING (source_row)"
-        f" ORDER BY source_row LIMIT {SAMPLE_ROWS}"
-    ).fetchall()
+    p = split_parity(conn, t[STAGING_TABLE], t[ANALYTICS_TABLE], t[REJECTED_TABLE], SAMPLE_ROWS)
+    staging, analytics, rejected, unaccounted = p.staging, p.analytics, p.rejected, p.unaccounted
     return dg.AssetCheckResult(
         passed=staging == analytics + rejected and not unaccounted,
         metadata={
@@ -83,12 +80,13 @@ def row_count_parity(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
             "analytics_rows": analytics,
             "rejected_rows": rejected,
             "difference": staging - analytics - rejected,
-            "unaccounted source_rows": ", ".join(str(r[0]) for r in unaccounted) or "none",
+            "unaccounted source_rows": ", ".join(map(str, unaccounted)) or "none",
         },
     )
 
 
-def pseudonyms_unique_and_present(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def pseudonyms_unique_and_present(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """Every row has a pseudonym, and no pseudonym stands for two different customers."""
     customer_id = cell(mapping.field("customer_id"))
     # Only a pseudonym on two or more rows can stand for two customers: those few rows alone
@@ -97,14 +95,14 @@ def pseudonyms_unique_and_present(conn, mapping: SourceMapping) -> dg.AssetCheck
         f"""
         WITH shared AS (
             SELECT anonymized_customer_id, source_row
-            FROM {ANALYTICS_TABLE}
+            FROM {t[ANALYTICS_TABLE]}
             QUALIFY count(*) OVER (PARTITION BY anonymized_customer_id) > 1)
-        SELECT (SELECT count(*) FROM {ANALYTICS_TABLE} WHERE anonymized_customer_id IS NULL),
+        SELECT (SELECT count(*) FROM {t[ANALYTICS_TABLE]} WHERE anonymized_customer_id IS NULL),
                (SELECT count(*) FROM (
                     SELECT a.anonymized_customer_id
                     FROM shared a
                     JOIN (SELECT source_row, {customer_id} AS customer_id
-                          FROM {STAGING_TABLE}) s USING (source_row)
+                          FROM {t[STAGING_TABLE]}) s USING (source_row)
                     GROUP BY 1 HAVING count(DISTINCT s.customer_id) > 1))
         """
     ).fetchone()
@@ -114,23 +112,21 @@ def pseudonyms_unique_and_present(conn, mapping: SourceMapping) -> dg.AssetCheck
     )
 
 
-def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """No NULL is left in any cleaned or derived column."""
     columns = [
-        row[0]
-        for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = 'analytics' AND table_name = 'customer_churn'"
-        ).fetchall()
+        d[0] for d in conn.execute(f"SELECT * FROM {t[ANALYTICS_TABLE]} LIMIT 0").description
     ]
     checked = [c for c in columns if c not in _absent_columns(mapping)]
     passed, metadata = _violations(
-        conn, ANALYTICS_TABLE, {c: f"{quote_ident(c)} IS NULL" for c in checked}
+        conn, t[ANALYTICS_TABLE], {c: f"{quote_ident(c)} IS NULL" for c in checked}
     )
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
-def categories_accepted(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def categories_accepted(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """Categories and bands hold only accepted values."""
     rules = {f.name: _outside(f.name, f.categories) for f in mapping.fields if f.categories}
     rules["tenure_category"] = _outside("tenure_category", [b for b, _ in TENURE_BANDS])
@@ -140,11 +136,12 @@ def categories_accepted(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
     rules["churn_flag"] = "churn_flag IS DISTINCT FROM (churn = 'Yes')::INTEGER"
     absent = _absent_columns(mapping)
     rules = {column: rule for column, rule in rules.items() if column not in absent}
-    passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
+    passed, metadata = _violations(conn, t[ANALYTICS_TABLE], rules)
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
-def numeric_ranges(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def numeric_ranges(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """Numbers within their ranges (age, tenure, charges)."""
     rules = {}
     for f in mapping.present:
@@ -152,20 +149,21 @@ def numeric_ranges(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
         bounds += [f"{f.name} > {f.max_value}"] if f.max_value is not None else []
         if bounds:
             rules[f.name] = " OR ".join(bounds)
-    passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
+    passed, metadata = _violations(conn, t[ANALYTICS_TABLE], rules)
     ranges = conn.execute(
-        "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {ANALYTICS_TABLE}"
+        "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {t[ANALYTICS_TABLE]}"
     ).fetchone() if rules else ()
     for i, column in enumerate(rules):
         metadata[f"{column}: observed range"] = f"{ranges[2 * i]} .. {ranges[2 * i + 1]}"
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
-def rejections_explained(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
+def rejections_explained(conn, mapping: SourceMapping,
+    t: Tables = Tables()) -> dg.AssetCheckResult:
     """Every rejected row names its column and reason, once."""
     unexplained, repeated = conn.execute(
         f"SELECT count(*) FILTER (WHERE column_name IS NULL OR reason IS NULL),"
-        f" count(*) - count(DISTINCT source_row) FROM {REJECTED_TABLE}"
+        f" count(*) - count(DISTINCT source_row) FROM {t[REJECTED_TABLE]}"
     ).fetchone()
     return dg.AssetCheckResult(
         passed=unexplained == 0 and repeated == 0,
@@ -195,6 +193,13 @@ SPLIT_CHECKS = {
 }
 
 
+HELD_BACK = (
+    "this blocking check failed on what the run wrote ({}): analytics/published does not run,"
+    " nothing of this run is published, and readers keep the previous tables. The candidates"
+    " stay for inspection until the next run."
+)
+
+
 @dg.multi_asset_check(specs=list(SPLIT_CHECKS.values()), can_subset=True)
 def split_checks(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, churn_source: dg.ResourceParam[ChurnSource]
@@ -202,12 +207,18 @@ def split_checks(
     """The checks selected (all of them in a job run), parity first: it is the blocking one."""
     mapping = churn_source.mapping()
     with warehouse.get_connection() as conn:
+        t = Tables({name: warehouse.table(conn, name)
+                    for name in (STAGING_TABLE, ANALYTICS_TABLE, REJECTED_TABLE)})
         for check, spec in SPLIT_CHECKS.items():
             if spec.key in context.selected_asset_check_keys:
-                result = check(conn, mapping)
+                result = check(conn, mapping, t)
+                metadata = dict(result.metadata)
+                if spec.blocking and not result.passed:
+                    metadata["held back"] = HELD_BACK.format(", ".join(t.values()))
+                    context.log.error(f"{spec.name}: {metadata['held back']}")
                 yield dg.AssetCheckResult(
                     asset_key=spec.asset_key, check_name=spec.name, passed=result.passed,
-                    metadata=result.metadata,
+                    metadata=metadata,
                 )
 
 
@@ -224,7 +235,7 @@ def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             f"""
             WITH ordered AS (
                 SELECT churn_rate_percent, row_number() OVER (ORDER BY snapshot_at DESC) AS age
-                FROM {METRICS_TABLE})
+                FROM ({warehouse.history(conn, METRICS_TABLE, "snapshot_id")}))
             SELECT any_value(churn_rate_percent) FILTER (WHERE age = 1),
                    avg(churn_rate_percent) FILTER (WHERE age > 1),
                    stddev_samp(churn_rate_percent) FILTER (WHERE age > 1),
