@@ -22,7 +22,7 @@ from churn_platform.core.mapping import (
 from churn_platform.core.source import HEADER_MAX_BYTES, SourceFileError, read_header
 from churn_platform.defs.resources import build_resources
 from churn_platform.defs.runs import RETRY_POLICY
-from churn_platform_tests.conftest import HEADER, write_csv
+from churn_platform_tests.conftest import HEADER, query, write_csv
 from churn_platform_tests.location import defs as location_defs
 
 READ_IN_CHILD = """
@@ -209,10 +209,10 @@ def run_job_with_retries(database: Path, csv: Path | str, mapping: Path | str | 
 def one_attempt_failure(result) -> str:
     """The one failure's message, after checking nothing was retried."""
     assert not result.success
-    types = [e.event_type_value for e in result.all_events]
-    assert "STEP_UP_FOR_RETRY" not in types
-    assert types.count("STEP_START") == 1
+    assert "STEP_UP_FOR_RETRY" not in [e.event_type_value for e in result.all_events]
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert [e.step_key for e in starts].count(failure.step_key) == 1
     data = failure.step_failure_data
     return data.error.message + (data.user_failure_data.description or ""
                                  if data.user_failure_data else "")
@@ -244,3 +244,16 @@ def test_a_real_run_on_hostile_input_fails_once(tmp_path, sample_csv, loop, fifo
             assert str(named) in message and problem in message, (named, message)
     finally:
         guard.cancel()
+
+
+def test_a_weak_key_fails_the_run_once_and_keeps_the_last_good_tables(
+    tmp_path, sample_csv, monkeypatch
+):
+    database = tmp_path / "w.duckdb"
+    assert run_job_with_retries(database, sample_csv).success
+    before = query(database, "SELECT * FROM analytics.customer_churn ORDER BY source_row")
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", "hunter2")
+    message = one_attempt_failure(run_job_with_retries(database, sample_csv))
+    assert "CHURN_PSEUDONYMIZATION_KEY is too weak" in message and "token_urlsafe" in message
+    assert "hunter2" not in message
+    assert query(database, "SELECT * FROM analytics.customer_churn ORDER BY source_row") == before
