@@ -257,3 +257,17 @@ def test_a_weak_key_fails_the_run_once_and_keeps_the_last_good_tables(
     assert "CHURN_PSEUDONYMIZATION_KEY is too weak" in message and "token_urlsafe" in message
     assert "hunter2" not in message
     assert query(database, "SELECT * FROM analytics.customer_churn ORDER BY source_row") == before
+
+
+def test_out_of_memory_names_the_setting_that_limits_it(tmp_path, monkeypatch):
+    """A 10,010-column file failed at 1GB with DuckDB's words alone: 3,000 columns at 16MB."""
+    extra = 3000
+    row = "C1,40,Male,1,2,One-Year,DSL,2,Yes,No" + ",v" * extra + "\n"
+    csv = write_csv(tmp_path / "wide.csv", HEADER + "".join(f",x{i}" for i in range(extra))
+                    + "\n" + row * 3)
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "16MB")
+    message = one_attempt_failure(run_job_with_retries(tmp_path / "w.duckdb", csv))
+    assert "Out of Memory Error" in message and str(csv) in message
+    assert "DuckDB's memory limit is CHURN_DUCKDB_MEMORY_LIMIT, now 16MB: raise it" in message
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "1GB")  # as the message says: it loads
+    assert run_job_with_retries(tmp_path / "w.duckdb", csv).success
