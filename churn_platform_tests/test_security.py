@@ -179,6 +179,9 @@ def test_ids_and_key_never_reach_the_postgresql_export(tmp_path, pg_dsn, monkeyp
             dumped.append(repr(conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))
     text = "\n".join(dumped) + "".join(capfd.readouterr())
     assert len(tables) >= 8  # every table the export writes was read
+    columns = {c for (c,) in pg_rows(pg_dsn, "SELECT column_name FROM information_schema.columns"
+                                             " WHERE table_schema = 'churn_metrics'")}
+    assert columns and not columns & {"source_row", "anonymized_customer_id", "customer_id"}
     assert pg_rows(pg_dsn, "SELECT count(*) FROM churn_metrics.kpi_snapshots") == [(1,)]
     for customer in IDS:
         assert customer not in text
