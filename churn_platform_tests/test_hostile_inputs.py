@@ -251,12 +251,16 @@ def test_a_weak_key_fails_the_run_once_and_keeps_the_last_good_tables(
 ):
     database = tmp_path / "w.duckdb"
     assert run_job_with_retries(database, sample_csv).success
-    before = query(database, "SELECT * FROM analytics.customer_churn ORDER BY source_row")
+    tables = ("staging.customer_churn", "analytics.customer_churn")
+    before = [query(database, f"SELECT * FROM {t} ORDER BY source_row") for t in tables]
     monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", "hunter2")
-    message = one_attempt_failure(run_job_with_retries(database, sample_csv))
+    result = run_job_with_retries(database, sample_csv)
+    message = one_attempt_failure(result)
     assert "CHURN_PSEUDONYMIZATION_KEY is too weak" in message and "token_urlsafe" in message
     assert "hunter2" not in message
-    assert query(database, "SELECT * FROM analytics.customer_churn ORDER BY source_row") == before
+    # Refused before staging is loaded: nothing of the run is written.
+    assert not result.get_asset_materialization_events()
+    assert [query(database, f"SELECT * FROM {t} ORDER BY source_row") for t in tables] == before
 
 
 def test_out_of_memory_names_the_setting_that_limits_it(tmp_path, monkeypatch):
