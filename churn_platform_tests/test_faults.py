@@ -9,8 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import dagster as dg
 import pytest
 
 from churn_platform import sample_data
@@ -23,6 +25,7 @@ from churn_platform.core.fields import (
     STAGING_TABLE,
 )
 from churn_platform.defs.failures import TERMINATED
+from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import query, run_elt
 
 BIG_ROWS = 200_000
@@ -206,3 +209,14 @@ def test_sigterm_while_writing_ends_the_run_without_a_retry(
     assert report["failures"] == [TERMINATED], report
     # The table being written and those after it: the last good run's (steps done before: new).
     assert counts(warehouse) == {**before, **done_before}
+
+
+def test_a_statement_interrupted_in_a_checks_connection_is_not_retried(warehouse):
+    """Checks and reads run their SQL on the warehouse resource's connection: an interrupted
+    statement there (DuckDB's InterruptException) fails without a retry too."""
+    resource = WarehouseResource(database=str(warehouse))
+    with pytest.raises(dg.Failure) as error:
+        with resource.get_connection() as conn:
+            threading.Timer(0.5, conn.interrupt).start()
+            conn.execute("SELECT sum(range) FROM range(100000000000)").fetchone()
+    assert error.value.allow_retries is False and error.value.description == TERMINATED
