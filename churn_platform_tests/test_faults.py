@@ -5,14 +5,19 @@ Afterwards every table reads, all published tables come from one run (the last g
 whole new set once it was published), parity holds on them, and the next run succeeds.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
+import dagster as dg
 import pytest
 
 from churn_platform import sample_data
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.core.fields import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
@@ -20,6 +25,8 @@ from churn_platform.core.fields import (
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
+from churn_platform.defs.failures import TERMINATED
+from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import published_set_of, query, run_elt
 
 BIG_ROWS = 200_000
@@ -39,6 +46,22 @@ from churn_platform.defs.elt.assets import ELT_ASSETS
 from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.resources import build_resources
 dg.materialize([*ELT_ASSETS, *ELT_CHECKS], resources=build_resources(sys.argv[1], sys.argv[2]))
+"""
+
+
+# churn_elt_job as deployed (its retry policy; no delay between attempts), reporting as JSON.
+RUN_JOB_IN_CHILD = """
+import json, sys, dagster as dg
+from churn_platform_tests.location import platform_defs
+job = platform_defs(sys.argv[1], sys.argv[2]).resolve_job_def("churn_elt_job")
+with dg.instance_for_test() as instance:
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    failures = [e.step_failure_data for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE"]
+    print(json.dumps({"success": result.success,
+                      "events": [e.event_type_value for e in result.all_events],
+                      "failures": [f.user_failure_data.description if f.user_failure_data
+                                   else f.error.cls_name for f in failures]}))
 """
 
 
@@ -170,3 +193,53 @@ def test_a_reader_holding_the_file_fails_the_run_after_the_wait_naming_it(
     message = failure.step_failure_data.user_failure_data.description
     assert f"PID {holder.pid}" in message and "CHURN_DUCKDB_LOCK_TIMEOUT" in message
     assert counts(warehouse) == before
+
+
+@pytest.mark.parametrize(
+    "step, done_before",
+    [("staging__customer_churn", {}), ("analytics__customer_churn", {STAGING_TABLE: BIG_ROWS})],
+)
+def test_sigterm_while_writing_ends_the_run_without_a_retry(
+    step, done_before, sample_csv, big_csv, warehouse
+):
+    """Terminate in the UI, or a container stop, sends SIGTERM: the run must not go on.
+
+    Before, the interrupted statement ("Query interrupted") was retried and the run succeeded.
+    """
+    run_elt(sample_csv, warehouse)
+    before = counts(warehouse)
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_JOB_IN_CHILD, str(warehouse), str(big_csv)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=PROJECT_ROOT, env={**os.environ, "CHURN_RETRY_DELAY_SECONDS": "0"},
+    )
+    try:
+        for line in child.stderr:
+            if f"{step} - STEP_OUTPUT" in line:  # the IO manager starts writing right after
+                time.sleep(0.5)  # into the write's DuckDB statements (200,000 rows: about 1-2 s)
+                os.kill(child.pid, signal.SIGTERM)
+                break
+        else:
+            pytest.fail(f"{step} never yielded its table")
+        out, _ = child.communicate(timeout=300)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 0  # the run ended on its own, reporting its outcome
+    report = json.loads(out.strip().splitlines()[-1])
+    assert not report["success"], report
+    assert "STEP_UP_FOR_RETRY" not in report["events"]
+    assert report["failures"] == [TERMINATED], report
+    # The table being written and those after it: the last good run's (steps done before: new).
+    assert counts(warehouse) == {**before, **done_before}
+
+
+def test_a_statement_interrupted_in_a_checks_connection_is_not_retried(warehouse):
+    """Checks and reads run their SQL on the warehouse resource's connection: an interrupted
+    statement there (DuckDB's InterruptException) fails without a retry too."""
+    resource = WarehouseResource(database=str(warehouse))
+    with pytest.raises(dg.Failure) as error:
+        with resource.get_connection() as conn:
+            threading.Timer(0.5, conn.interrupt).start()
+            conn.execute("SELECT sum(range) FROM range(100000000000)").fetchone()
+    assert error.value.allow_retries is False and error.value.description == TERMINATED

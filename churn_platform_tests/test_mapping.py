@@ -221,6 +221,21 @@ def test_a_latin1_header_under_a_utf8_mapping_points_at_the_encoding(tmp_path):
         read_header(csv)
 
 
+def test_a_utf8_bom_under_a_latin1_mapping_says_so(tmp_path):
+    """Read as Latin-1, the BOM became part of the first column's name ("missing CustomerID")."""
+    mapping = write_mapping(tmp_path, DEFAULT_MAPPING.read_text().replace(
+        "encoding: utf-8 ", "encoding: latin-1"))
+    csv = tmp_path / "bom.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + HEADER.encode() + b"\nC1,40,Male,1,2,One-Year,DSL,2,Yes,No\n")
+    with pytest.raises(SourceFileError) as error:
+        staging_table(csv, mapping)
+    assert error.value.description == (
+        f"{csv.resolve()}: starts with a UTF-8 byte-order mark: the file is UTF-8, but the source"
+        f" mapping says csv.encoding: latin-1 (set utf-8) (source mapping {mapping.resolve()})")
+    csv.write_bytes(HEADER.encode("latin-1") + b"\nC1,40,Male,1,2,One-Year,DSL,2,Yes,No\n")
+    assert staging_table(csv, mapping).metadata["source_columns"] == 10  # no BOM: read as Latin-1
+
+
 def test_a_mapping_problem_and_a_missing_file_are_reported_together(tmp_path):
     mapping = write_mapping(tmp_path, "fields:\n  customer_id: a\n")
     with pytest.raises(MappingError) as error:

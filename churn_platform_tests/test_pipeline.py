@@ -183,7 +183,7 @@ def test_a_failing_blocking_check_stops_the_downstream_assets(sample_csv, wareho
     assert query(warehouse, f"SELECT count(*) FROM {METRICS_TABLE}") == [(1,)]
 
 
-@pytest.mark.parametrize("key", [None, "a-key"])
+@pytest.mark.parametrize("key", [None, "a-key-long-and-varied-enough-for-the-check"])
 def test_pseudonym_mode_follows_the_environment(sample_csv, warehouse, monkeypatch, key):
     if key:
         monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", key)

@@ -2,6 +2,7 @@
 hostile paths, column names and settings are bound or quoted."""
 
 import json
+import secrets
 
 import dagster as dg
 import duckdb
@@ -9,13 +10,20 @@ import psycopg
 import pytest
 
 from churn_platform.core import backups as backup
-from churn_platform.core.pseudonymize import pseudonym
+from churn_platform.core.pseudonymize import (
+    KEY_MIN_CHARS,
+    KEY_MIN_DISTINCT,
+    MAKE_A_KEY,
+    WeakKeyError,
+    checked_key,
+    pseudonym,
+)
 from churn_platform.defs.backup import assets as backup_defs
 from churn_platform.defs.resources import build_resources
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
 from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
 
-KEY = "k3y-that-must-never-show"
+KEY = "k3y-that-must-never-show-in-any-log"
 IDS = [f"SECRETID-{n:04d}-XQ" for n in range(1, 7)]
 ROWS = [
     f"{IDS[0]},40,Female,10,70.5,One-Year,DSL,705.0,Yes,No",
@@ -61,6 +69,32 @@ def test_a_failing_row_is_named_by_line_without_its_content(tmp_path, warehouse,
     text = repr(result.all_events) + "".join(capfd.readouterr())
     assert "Line: 3" in text
     assert IDS[5] not in text and IDS[0] not in text
+
+
+VARIED = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        (VARIED[:KEY_MIN_CHARS - 1], False),  # one character short
+        (VARIED[:KEY_MIN_CHARS], True),
+        (VARIED[:KEY_MIN_DISTINCT - 1] * 5, False),  # long enough, too few different characters
+        (VARIED[:KEY_MIN_DISTINCT] * 5, True),
+        ("a-key", False),
+        (secrets.token_urlsafe(32), True),  # what the message tells users to run
+        (secrets.token_hex(32), True),  # `openssl rand -hex 32`
+    ],
+)
+def test_weak_keys_are_refused_without_showing_them(key, accepted):
+    if accepted:
+        assert checked_key(key, "CHURN_PSEUDONYMIZATION_KEY") == key.encode()
+        return
+    with pytest.raises(WeakKeyError) as error:
+        checked_key(key, "CHURN_PSEUDONYMIZATION_KEY")
+    message = error.value.description
+    assert "CHURN_PSEUDONYMIZATION_KEY is too weak" in message and MAKE_A_KEY in message
+    assert key not in message and error.value.retryable is False
 
 
 def test_a_wrong_or_missing_key_cannot_reproduce_the_pseudonyms(tmp_path, warehouse, monkeypatch):
@@ -145,6 +179,9 @@ def test_ids_and_key_never_reach_the_postgresql_export(tmp_path, pg_dsn, monkeyp
             dumped.append(repr(conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))
     text = "\n".join(dumped) + "".join(capfd.readouterr())
     assert len(tables) >= 8  # every table the export writes was read
+    columns = {c for (c,) in pg_rows(pg_dsn, "SELECT column_name FROM information_schema.columns"
+                                             " WHERE table_schema = 'churn_metrics'")}
+    assert columns and not columns & {"source_row", "anonymized_customer_id", "customer_id"}
     assert pg_rows(pg_dsn, "SELECT count(*) FROM churn_metrics.kpi_snapshots") == [(1,)]
     for customer in IDS:
         assert customer not in text

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from yaml.events import AliasEvent
 
 from churn_platform.core.errors import InputError
+from churn_platform.core.files import Unreadable, absolute, open_regular
 from churn_platform.core.fields import FIELDS, REQUIRED_FIELDS, Field
 from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING as DEFAULT_MAPPING
 
@@ -24,6 +26,10 @@ ENCODINGS = {  # accepted spelling -> DuckDB's read_csv name (a BOM is skipped e
 # Whitespace as a cell's padding, and runs of it inside a category spelling.
 BLANKS = " \t\r\n\u00a0"
 _BLANK_RUN = re.compile(r"[ \t\r\n\u00a0]+")
+# A mapping is a few KiB; these bound what a hostile one can cost (a read of /dev/zero, an alias
+# bomb, nesting deep enough to exhaust Python's stack). Its deepest use is fields.X.aliases.Y: 5.
+MAPPING_MAX_BYTES = 1 << 20
+MAPPING_MAX_DEPTH = 20
 
 
 class MappingError(InputError):
@@ -32,7 +38,7 @@ class MappingError(InputError):
     def __init__(self, path: str | Path, problems: list[str]):
         listed = "\n".join(f"- {p}" for p in problems)
         super().__init__(
-            f"source mapping {Path(path).resolve()}: {len(problems)} problem(s),"
+            f"source mapping {absolute(path)}: {len(problems)} problem(s),"
             f" nothing was loaded:\n{listed}"
         )
 
@@ -75,11 +81,48 @@ def normalize(value: str) -> str:
     return _BLANK_RUN.sub(" ", value.strip(BLANKS)).lower()
 
 
+class _Refused(yaml.YAMLError):
+    """A construct a mapping never needs and a hostile one abuses."""
+
+
 class _TextLoader(yaml.SafeLoader):
-    """Every scalar stays text: YAML 1.1 would read Yes, No, on and 0 as booleans and numbers."""
+    """Every scalar stays text: YAML 1.1 would read Yes, No, on and 0 as booleans and numbers.
+
+    Aliases are refused (one line of them can expand to gigabytes) and nesting is bounded (the
+    composer recurses once per level).
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"YAML aliases (*{event.anchor}) are not accepted in a source mapping"
+                           f" (line {event.start_mark.line + 1}): write the value out")
+        self._depth += 1
+        try:
+            if self._depth > MAPPING_MAX_DEPTH:
+                raise _Refused(f"nested deeper than {MAPPING_MAX_DEPTH} levels"
+                               f" (line {self.peek_event().start_mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _TextLoader.yaml_implicit_resolvers = {}
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most MAPPING_MAX_BYTES, or Unreadable."""
+    with open_regular(path) as handle:
+        try:
+            content = handle.read(MAPPING_MAX_BYTES + 1)
+        except OSError as error:
+            raise Unreadable(f"cannot be read ({error.strerror})") from None
+    if len(content) > MAPPING_MAX_BYTES:
+        raise Unreadable(f"is larger than {MAPPING_MAX_BYTES >> 20} MiB; a source mapping is a"
+                         " few KiB")
+    return content
 
 
 def _field_entry(name: str, entry) -> tuple[str | None, dict, list[str]]:
@@ -162,11 +205,14 @@ def read_mapping(path: str | Path) -> tuple[SourceMapping, list[str]]:
     """
     path = Path(path)
     try:
-        content = path.read_bytes()
+        content = _read_bounded(path)
         document = yaml.load(content.decode("utf-8-sig"), Loader=_TextLoader)
-    except FileNotFoundError:
-        raise MappingError(path, ["file not found (set CHURN_SOURCE_MAPPING to a mapping file)"])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except Unreadable as error:
+        hint = " (set CHURN_SOURCE_MAPPING to a mapping file)" if error.missing else ""
+        raise MappingError(path, [error.problem + hint]) from None
+    except _Refused as error:
+        raise MappingError(path, [str(error)]) from None
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
         raise MappingError(path, [f"cannot be read as YAML: {error}"]) from None
     if not isinstance(document, dict) or not isinstance(document.get("fields"), dict):
         raise MappingError(path, ["expected a YAML mapping with a `fields:` section"])

@@ -11,7 +11,31 @@ import hashlib
 import hmac
 import uuid
 
+from churn_platform.core.errors import InputError
+
 _BLOCK_SIZE = 64  # SHA-256 block size in bytes (RFC 2104)
+# A key is secret only if it cannot be guessed: a 2-character key was found in 744 tries from one
+# known (id, pseudonym) pair. 32 characters with some variety: a password-like key or a short
+# word repeated is refused; `secrets.token_urlsafe(32)` (43 characters) or a 32-byte hex key pass.
+KEY_MIN_CHARS = 32
+KEY_MIN_DISTINCT = 10
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+class WeakKeyError(InputError):
+    """The pseudonymization key is too short or too uniform to keep pseudonyms unguessable."""
+
+
+def checked_key(key: str, variable: str) -> bytes:
+    """The key as bytes, or WeakKeyError (which never shows the key, nor its length)."""
+    if len(key) < KEY_MIN_CHARS or len(set(key)) < KEY_MIN_DISTINCT:
+        raise WeakKeyError(
+            f"{variable} is too weak: a key needs at least {KEY_MIN_CHARS} characters, at least"
+            f" {KEY_MIN_DISTINCT} of them different, or pseudonyms can be reversed by guessing"
+            f" it. Make one with: {MAKE_A_KEY} (or unset {variable} for random pseudonyms per"
+            " run)."
+        )
+    return key.encode()
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:

@@ -5,6 +5,7 @@ is read and checked in Python against it (cheap, and the error can name every pr
 the rows are read by DuckDB's CSV reader with every option fixed, so nothing is sniffed or typed.
 """
 
+import codecs
 import csv
 import hashlib
 import os
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from churn_platform.core.errors import InputError
+from churn_platform.core.files import Unreadable, absolute, open_regular
 from churn_platform.core.mapping import (
     DEFAULT_MAPPING,
     Dialect,
@@ -27,6 +29,9 @@ _DELIMITERS = (",", ";", "\t", "|")
 # Columns staging adds to every row; a source column may not take their names.
 STAGING_COLUMNS = ("load_timestamp", "source_file", "source_row", "source_mapping_sha256")
 _PYTHON_CODECS = {"utf-8": "utf-8-sig", "latin-1": "latin-1"}
+# The header line, and each line above it, is read up to this; longer is refused, not read whole.
+# (A 10,010-column header is about 100 KB.)
+HEADER_MAX_BYTES = 1 << 20
 
 
 class SourceFileError(InputError):
@@ -40,17 +45,25 @@ class SourceFileError(InputError):
 def read_header(path: str | os.PathLike, dialect: Dialect = Dialect()) -> list[str]:
     """The header's column names, after checking the file can be read at all."""
     path = Path(path)
-    if not path.exists():
-        raise SourceFileError(path, "file not found (set CHURN_SOURCE_CSV to the source CSV)")
-    if not path.is_file():
-        raise SourceFileError(path, "is not a regular file")
     try:
-        with path.open("rb") as handle:
-            lines = [handle.readline() for _ in range(dialect.header_row)]
+        with open_regular(path) as handle:
+            lines = [handle.readline(HEADER_MAX_BYTES + 1) for _ in range(dialect.header_row)]
+    except Unreadable as error:
+        hint = " (set CHURN_SOURCE_CSV to the source CSV)" if error.missing else ""
+        raise SourceFileError(path, error.problem + hint) from None
     except OSError as error:
         raise SourceFileError(path, f"cannot be read ({error.strerror})") from None
+    for number, line in enumerate(lines, start=1):
+        if len(line) > HEADER_MAX_BYTES:
+            raise SourceFileError(path, f"line {number} is longer than {HEADER_MAX_BYTES >> 20} MiB"
+                                        " without a line break: not a CSV header this can read")
+        if not line:
+            break
     if not lines[0].strip():
         raise SourceFileError(path, "is empty: expected a header line and data rows")
+    if dialect.encoding == "latin-1" and lines[0].startswith(codecs.BOM_UTF8):
+        raise SourceFileError(path, "starts with a UTF-8 byte-order mark: the file is UTF-8, but"
+                                    " the source mapping says csv.encoding: latin-1 (set utf-8)")
     line = lines[-1]
     number = dialect.header_row
     if not line:
@@ -67,7 +80,14 @@ def read_header(path: str | os.PathLike, dialect: Dialect = Dialect()) -> list[s
         ) from None
     reader = csv.reader([text.rstrip("\r\n")], delimiter=dialect.delimiter,
                         quotechar=dialect.quote)
-    return next(reader)
+    try:
+        return next(reader)
+    except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            problem = f"has a field longer than {csv.field_size_limit():,} characters"
+        else:
+            problem = f"cannot be parsed ({error})"
+        raise SourceFileError(path, f"line {number}, the header, {problem}") from None
 
 
 def header_problems(header: list[str], mapping: SourceMapping) -> list[str]:
@@ -165,7 +185,7 @@ def staging_table(path: str | os.PathLike,
     The file is read first into a temporary table in file order, whose rowid is then the record's
     index: cheaper than numbering rows with a window over the whole file (5M rows: about 2.5 s).
     """
-    path = Path(path).resolve()
+    path = absolute(path)
     before = _fingerprint(path)
     mapping, header = checked_source(path, mapping_path)
     # Hashed before the read; verify() then proves the file unchanged, so the hash is what loaded.

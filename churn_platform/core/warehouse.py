@@ -170,6 +170,9 @@ def clean_duckdb_error(error: BaseException) -> str:
             break
         if line and not line.startswith("Original Line"):
             kept.append(line)
+    if isinstance(error, duckdb.OutOfMemoryException):  # say which setting is the limit
+        limit = settings.duckdb_config()["memory_limit"]
+        kept.append(f"(DuckDB's memory limit is CHURN_DUCKDB_MEMORY_LIMIT, now {limit}: raise it)")
     return " ".join(kept)
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from churn_platform.core import settings
 from churn_platform.core.mapping import SourceMapping, load_mapping
+from churn_platform.core.pseudonymize import checked_key
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.warehouse_io import WarehouseIOManager, WarehouseResource
 
@@ -34,8 +35,12 @@ class ChurnSource:
             return load_mapping(self.mapping_path)
 
     def pseudonymization_key(self) -> bytes | None:
+        """The key, if set; a weak one fails the run (once) saying how to make a good one."""
         key = os.environ.get(settings.PSEUDONYMIZATION_KEY_ENV)
-        return key.encode() if key else None
+        if not key:
+            return None
+        with reported_as_failure():
+            return checked_key(key, settings.PSEUDONYMIZATION_KEY_ENV)
 
 
 class MetricsDatabase:

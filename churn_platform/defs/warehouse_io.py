@@ -23,7 +23,7 @@ from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import (
     SqlTable, connect, owner_only, quote_ident, write_table,
 )
-from churn_platform.defs.failures import reported_as_failure
+from churn_platform.defs.failures import interrupts_end_the_run, reported_as_failure
 
 # The step that publishes a run's candidates (defs/elt/assets.py): a run without it publishes none.
 PUBLISHED = dg.AssetKey(["analytics", "published"])
@@ -120,7 +120,8 @@ class _AtomicDuckDbClient(DuckDbClient):
             with reported_as_failure():
                 conn = connect(config["database"], config["connection_config"])
             try:
-                yield conn
+                with interrupts_end_the_run():  # every statement of a write, the schema's included
+                    yield conn
             finally:
                 conn.close()
 
@@ -202,6 +203,7 @@ class WarehouseResource(DuckDBResource):
                 with reported_as_failure():
                     conn = connect(self.database, self.connection_config, read_only=read_only)
             try:
-                yield conn
+                with interrupts_end_the_run():  # a check's statement stopped by Terminate
+                    yield conn
             finally:
                 conn.close()

@@ -81,6 +81,7 @@ def _staged_mapping(churn_source: ChurnSource, warehouse: WarehouseResource) -> 
     ),
 )
 def staging_customer_churn(churn_source: dg.ResourceParam[ChurnSource]) -> SqlTable:
+    churn_source.pseudonymization_key()  # a weak key fails the run before anything is written
     with reported_as_failure():
         return staging_table(churn_source.csv_path, churn_source.mapping_path)
 
