@@ -195,13 +195,8 @@ def test_a_reader_holding_the_file_fails_the_run_after_the_wait_naming_it(
     assert counts(warehouse) == before
 
 
-@pytest.mark.parametrize(
-    "step, done_before",
-    [("staging__customer_churn", {}), ("analytics__customer_churn", {STAGING_TABLE: BIG_ROWS})],
-)
-def test_sigterm_while_writing_ends_the_run_without_a_retry(
-    step, done_before, sample_csv, big_csv, warehouse
-):
+@pytest.mark.parametrize("step", ["staging__customer_churn", "analytics__customer_churn"])
+def test_sigterm_while_writing_ends_the_run_without_a_retry(step, sample_csv, big_csv, warehouse):
     """Terminate in the UI, or a container stop, sends SIGTERM: the run must not go on.
 
     Before, the interrupted statement ("Query interrupted") was retried and the run succeeded.
@@ -229,9 +224,11 @@ def test_sigterm_while_writing_ends_the_run_without_a_retry(
     report = json.loads(out.strip().splitlines()[-1])
     assert not report["success"], report
     assert "STEP_UP_FOR_RETRY" not in report["events"]
-    assert report["failures"] == [TERMINATED], report
-    # The table being written and those after it: the last good run's (steps done before: new).
-    assert counts(warehouse) == {**before, **done_before}
+    # Our words when the signal lands in a warehouse statement; Dagster's own interruption when it
+    # lands between them (its step boundary): neither is retried.
+    assert report["failures"] in ([TERMINATED], ["DagsterExecutionInterruptedError"]), report
+    # Nothing of a terminated run is published: every table is the last good run's.
+    assert counts(warehouse) == before
 
 
 def test_a_statement_interrupted_in_a_checks_connection_is_not_retried(warehouse):

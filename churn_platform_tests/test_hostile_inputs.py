@@ -20,6 +20,7 @@ from churn_platform.core.mapping import (
     read_mapping,
 )
 from churn_platform.core.source import HEADER_MAX_BYTES, SourceFileError, read_header
+from churn_platform.defs.elt.jobs import churn_elt_job
 from churn_platform.defs.resources import build_resources
 from churn_platform.defs.runs import RETRY_POLICY
 from churn_platform_tests.conftest import HEADER, query, write_csv
@@ -193,7 +194,7 @@ def test_a_fifo_as_the_csv_is_refused(tmp_path):
 def run_job_with_retries(database: Path, csv: Path | str, mapping: Path | str | None = None):
     """churn_elt_job as deployed (its retries), without the 5-minute delay between attempts."""
     job = dg.define_asset_job(
-        "churn_elt_job", selection=dg.AssetSelection.all(),
+        "churn_elt_job", selection=churn_elt_job.selection,
         op_retry_policy=dg.RetryPolicy(max_retries=RETRY_POLICY.max_retries),
     )
     defs = dg.Definitions(
