@@ -4,7 +4,7 @@ Each asset returns a `SqlTable`; the warehouse IO manager runs it inside DuckDB 
 table atomically. Asset keys are the DuckDB schema and table.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -26,6 +26,11 @@ SEGMENTS = dg.AssetKey(["analytics", "churn_by_segment"])
 METRICS = dg.AssetKey(["analytics", "data_quality_metrics"])
 
 OWNERS = ["team:churn-data"]
+
+# The hourly schedule refreshes these; a quarter hour of grace before the UI calls them stale.
+# Dagster's freshness daemon evaluates the policy: an asset never loaded is UNKNOWN (waiting for
+# its first load), not failed.
+HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1, minutes=15))
 
 
 def _utc_now() -> datetime:
@@ -88,6 +93,7 @@ def staging_customer_churn(churn_source: ChurnSource) -> SqlTable:
     group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
+    freshness_policy=HOURLY_FRESHNESS,
     description=(
         "Typed, imputed, pseudonymized customers with churn flag and tenure/charges bands."
         " No source CustomerID: `anonymized_customer_id` replaces it."
@@ -158,6 +164,7 @@ def churn_by_segment(context: dg.AssetExecutionContext, analytics: SqlTable) -> 
     group_name="metrics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
+    freshness_policy=HOURLY_FRESHNESS,
     description=(
         "Data-quality snapshot per run, kept as history: volumes, churn KPIs, missing cells per"
         " source column (NULL for fields the source lacks, named in absent_fields), duplicate"

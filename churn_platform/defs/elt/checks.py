@@ -5,8 +5,6 @@ to the raw row in staging for whoever may read staging. Fields the source lacks 
 are reported as absent, not checked: they hold a default or NULL by design.
 """
 
-from datetime import timedelta
-
 import dagster as dg
 
 from churn_platform.core.fields import (
@@ -246,13 +244,5 @@ def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         metadata=metadata,
     )
 
-
-# Freshness: the hourly schedule should refresh these; a quarter hour of grace before it fails.
-freshness_checks = dg.build_last_update_freshness_checks(
-    assets=[ANALYTICS, METRICS], lower_bound_delta=timedelta(hours=1, minutes=15)
-)
-freshness_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
-)
 
 ELT_CHECKS = [split_checks, churn_rate_drift]

@@ -5,7 +5,7 @@ import dagster as dg
 from churn_platform.core import settings
 from churn_platform.core.export.postgres import SCHEMA, describe_dsn
 from churn_platform.defs.elt.assets import ELT_ASSETS, METRICS, OWNERS, SEGMENTS
-from churn_platform.defs.elt.checks import ELT_CHECKS, freshness_checks
+from churn_platform.defs.elt.checks import ELT_CHECKS
 from churn_platform.defs.export.sync import export_metrics
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.resources import MetricsDatabase
@@ -15,7 +15,7 @@ EXPORT = dg.AssetKey(["metrics_export", "postgres_metrics"])
 
 # What the export reports on: the platform's assets and every check on them.
 REPORTED_ASSETS = [*(a.key for a in ELT_ASSETS), EXPORT]
-REPORTED_CHECKS = [key for c in [*ELT_CHECKS, *freshness_checks] for key in c.check_keys]
+REPORTED_CHECKS = [key for c in ELT_CHECKS for key in c.check_keys]
 
 
 @dg.asset(
