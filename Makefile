@@ -16,8 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The launcher gives `dagster dev` default SIGINT/SIGTERM handling and its own process group:
+# SIGTERM (or Ctrl-C) stops it and all its children within seconds, even when make was started
+# with SIGINT ignored (`make run &`, nohup).
+PORT ?= 3000
 run: setup
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(PY) -m churn_platform.launch -- $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # dg reads the project from pyproject.toml; VIRTUAL_ENV tells it the project's own venv is meant.
 test: setup
