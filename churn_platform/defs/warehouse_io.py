@@ -18,6 +18,7 @@ from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import PrivateAttr
 
+from churn_platform.core.columns import describe
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import SqlTable, connect, quote_ident, write_table
 from churn_platform.defs.failures import reported_as_failure
@@ -34,10 +35,14 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
                       connection: duckdb.DuckDBPyConnection):
         with reported_as_failure():
             written = write_table(connection, table_slice.schema, table_slice.table, obj)
+        table = f"{table_slice.schema}.{table_slice.table}"
         return {
             "dagster/row_count": written.row_count,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, dtype) for name, dtype in written.columns]
+                columns=[
+                    dg.TableColumn(name, dtype, description=describe(table, name))
+                    for name, dtype in written.columns
+                ]
             ),
             **written.snapshot,
             **obj.metadata,

@@ -140,7 +140,7 @@ def analytics_rejected_rows(
     key=SEGMENTS,
     ins={"analytics": dg.AssetIn(ANALYTICS)},
     deps=[REJECTED],  # after every row is accounted for: the blocking parity check is there
-    group_name="metrics",
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     description="Churn rate by contract type, tenure band and charges band; one snapshot per run.",
@@ -161,7 +161,7 @@ def churn_by_segment(context: dg.AssetExecutionContext, analytics: SqlTable) -> 
         "rejected": dg.AssetIn(REJECTED),
     },
     deps=[SEGMENTS],
-    group_name="metrics",
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     freshness_policy=HOURLY_FRESHNESS,
