@@ -212,27 +212,42 @@ def split_checks(
 @dg.asset_check(
     asset=METRICS,
     description=(
-        f"Churn rate within {DRIFT_STDDEVS:g} standard deviations of the earlier snapshots"
-        " (the original pipeline's alert rule); warns, never blocks."
+        f"Churn rate within {DRIFT_STDDEVS:g} standard deviations of the earlier snapshots of the"
+        " same source file (the original pipeline's alert rule); another source's history is not"
+        " compared. Warns, never blocks."
     ),
 )
 def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    # Only the latest snapshot's own source: a CSV of your own is not judged by the sample's rate.
     with warehouse.get_connection() as conn:
-        current, mean, stddev, history = conn.execute(
+        source, current, mean, stddev, history, other_sources = conn.execute(
             f"""
-            WITH ordered AS (
-                SELECT churn_rate_percent, row_number() OVER (ORDER BY snapshot_at DESC) AS age
+            WITH latest AS (
+                SELECT source_file FROM {METRICS_TABLE} ORDER BY snapshot_at DESC LIMIT 1),
+            ordered AS (
+                SELECT churn_rate_percent,
+                       source_file IS NOT DISTINCT FROM (SELECT source_file FROM latest) AS same,
+                       row_number() OVER (ORDER BY snapshot_at DESC) AS age
                 FROM {METRICS_TABLE})
-            SELECT any_value(churn_rate_percent) FILTER (WHERE age = 1),
-                   avg(churn_rate_percent) FILTER (WHERE age > 1),
-                   stddev_samp(churn_rate_percent) FILTER (WHERE age > 1),
-                   count(*) FILTER (WHERE age > 1)
+            SELECT (SELECT source_file FROM latest),
+                   any_value(churn_rate_percent) FILTER (WHERE age = 1),
+                   avg(churn_rate_percent) FILTER (WHERE age > 1 AND same),
+                   stddev_samp(churn_rate_percent) FILTER (WHERE age > 1 AND same),
+                   count(*) FILTER (WHERE age > 1 AND same),
+                   count(*) FILTER (WHERE NOT same)
             FROM ordered
             """
         ).fetchone()
-    metadata = {"churn_rate_percent": current, "earlier snapshots": history}
+    metadata = {
+        "churn_rate_percent": current,
+        "source_file": source or "unknown",
+        "earlier snapshots": history,
+        "snapshots of other sources (not compared)": other_sources,
+    }
     if history < DRIFT_MIN_HISTORY or current is None:
-        metadata["note"] = f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots: nothing to compare"
+        metadata["note"] = (
+            f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots of this source: nothing to compare"
+        )
         return dg.AssetCheckResult(
             passed=True, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
         )
