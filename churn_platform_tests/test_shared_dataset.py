@@ -8,23 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from churn_platform.core.settings import PROJECT_ROOT
+from churn_platform_tests.public_copy import public_copy
 
 REAL_DATASET_TEST = (
     "churn_platform_tests/test_pipeline.py::test_the_real_dataset_is_typed_as_its_readme_describes"
 )
-
-
-def _public_copy(tmp_path: Path) -> Path:
-    """Tracked and new files of the working tree, in a folder with no shared/ beside it."""
-    files = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    copy = tmp_path / "public" / "churn_platform"
-    for name in files:
-        if (PROJECT_ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT_ROOT / name, copy / name)
-    return copy
 
 
 def _pytest(copy: Path, **env: str) -> subprocess.CompletedProcess:
@@ -37,7 +25,7 @@ def _pytest(copy: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_on_a_public_copy_it_skips_saying_what_and_where_from_and_under_ci_it_fails(tmp_path):
-    copy = _public_copy(tmp_path)
+    copy = public_copy(tmp_path)
     here = _pytest(copy)
     assert here.returncode == 0, here.stdout[-3000:]
     assert "1 skipped" in here.stdout
@@ -51,7 +39,7 @@ def test_on_a_public_copy_it_skips_saying_what_and_where_from_and_under_ci_it_fa
 
 
 def test_churn_shared_dir_points_a_public_copy_at_the_dataset(tmp_path, real_csv):
-    copy = _public_copy(tmp_path)
+    copy = public_copy(tmp_path)
     shared = tmp_path / "elsewhere"
     (shared / "data").mkdir(parents=True)
     shutil.copy(real_csv, shared / "data" / real_csv.name)
