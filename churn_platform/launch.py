@@ -66,16 +66,21 @@ def stop(proc: subprocess.Popen, grace_seconds: float = GRACE_SECONDS) -> bool:
 def run(argv: list[str], grace_seconds: float = GRACE_SECONDS) -> int:
     """Run the command until it ends or this process is asked to stop; its exit status."""
     received: list[int] = []
-    for sig in STOP_SIGNALS:  # before the child starts: a signal in between is not lost
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    proc = start(argv)
-    while proc.poll() is None and not received:
-        try:
-            proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
-    # Asked to stop, or the service ended: either way nothing it started stays behind.
-    clean = stop(proc, grace_seconds)
+    # Before the child starts, so that a signal in between is not lost; put back afterwards.
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+                for sig in STOP_SIGNALS}
+    try:
+        proc = start(argv)
+        while proc.poll() is None and not received:
+            try:
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        # Asked to stop, or the service ended: either way nothing it started stays behind.
+        clean = stop(proc, grace_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if received and not clean:
         print(f"launch: {argv[0]} outlived SIGTERM for {grace_seconds:g} s and was killed",
               file=sys.stderr)

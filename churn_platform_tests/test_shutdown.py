@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
+from churn_platform import launch
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import processes_with_env, wait_until
@@ -26,6 +28,13 @@ signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 print("up", flush=True)
 time.sleep(600)
+"""
+
+
+ORPHAN_THEN_EXIT = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+sys.exit(3)
 """
 
 
@@ -101,6 +110,27 @@ def test_what_refuses_sigterm_is_killed_after_the_grace_period():
         assert "outlived SIGTERM for 1 s and was killed" in proc.stderr.read()
     finally:
         _kill(processes_with_env("CHURN_TEST_MARKER", marker))
+
+
+def test_a_service_that_ends_passes_on_its_status_and_leaves_no_child_behind():
+    """The other way a service stops: by itself. Its orphan is stopped with it."""
+    marker = f"ends-{os.getpid()}-{time.monotonic_ns()}"
+    before = [signal.getsignal(sig) for sig in launch.STOP_SIGNALS]
+    os.environ["CHURN_TEST_MARKER"] = marker
+    try:
+        status = launch.run([sys.executable, "-c", ORPHAN_THEN_EXIT], grace_seconds=5)
+        assert status == 3
+        assert _gone_within(marker, STOP_BOUND) == []
+    finally:
+        del os.environ["CHURN_TEST_MARKER"]
+        _kill(processes_with_env("CHURN_TEST_MARKER", marker))
+    assert [signal.getsignal(sig) for sig in launch.STOP_SIGNALS] == before  # handlers put back
+
+
+def test_the_launcher_needs_a_command(capsys):
+    with pytest.raises(SystemExit):
+        launch.main(["--"])
+    assert "no command given" in capsys.readouterr().err
 
 
 def test_make_run_stops_with_all_its_children_on_sigterm_though_sigint_was_ignored(tmp_path):
