@@ -52,7 +52,7 @@ REAL_DATASET = (
 
 
 def skip_unless_ci(message: str) -> None:
-    """What a test needs is not on this machine: skip here, fail under CI=true (there it must run)."""
+    """What a test needs is missing: skip here, and fail under CI=true (where it must run)."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

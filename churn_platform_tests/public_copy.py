@@ -12,8 +12,10 @@ from churn_platform.core.settings import PROJECT_ROOT
 def public_copy(tmp_path: Path, with_venv: bool = False) -> Path:
     """The copy's folder; with_venv links `.venv` to the interpreter running the tests, so the
     commands a newcomer types (`.venv/bin/dagster ...`) run as after `make run` set it up."""
-    files = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
     copy = tmp_path / "public" / "churn_platform"
     for name in files:
         if (PROJECT_ROOT / name).is_file():

@@ -18,7 +18,9 @@ from churn_platform.core.fields import (
 
 
 def _bands(bands) -> str:
-    return ", ".join(f"{name} (≤ {upper})" if upper else f"{name} (above)" for name, upper in bands)
+    return ", ".join(
+        f"{name} (≤ {upper})" if upper else f"{name} (above)" for name, upper in bands
+    )
 
 
 _FIELD_TEXT = {
