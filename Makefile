@@ -2,7 +2,9 @@
 #   make run    set up, then the Dagster UI with the sample data on http://127.0.0.1:3000
 #   make test   set up, then the whole test suite with coverage
 VENV ?= .venv
-PYTHON ?= python3
+# requires-python in pyproject.toml is 3.11 (the pinned dependencies are tested there): python3.11
+# when it is on PATH, else python3, which must then be 3.11. Override with PYTHON=/path/to/python.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
@@ -11,13 +13,21 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "churn_platform needs Python 3.11 (requires-python >=3.11,<3.12); '$(PYTHON)' is" \
+	    "$$($(PYTHON) --version 2>&1 || echo 'not found'). Install Python 3.11 and run" \
+	    "make PYTHON=/path/to/python3.11." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The launcher gives `dagster dev` default SIGINT/SIGTERM handling and its own process group:
+# SIGTERM (or Ctrl-C) stops it and all its children within seconds, even when make was started
+# with SIGINT ignored (`make run &`, nohup).
+PORT ?= 3000
 run: setup
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(PY) -m churn_platform.launch -- $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # dg reads the project from pyproject.toml; VIRTUAL_ENV tells it the project's own venv is meant.
 test: setup

@@ -51,11 +51,30 @@ def sample_csv() -> Path:
     return SAMPLE_CSV
 
 
+REAL_DATASET = (
+    "the real churn dataset customer_churn_data.csv (1,000 customers; public: github.com/"
+    "euusiade/Data_Exploration_Projects, file customer_churn_data.csv, commit ed104350b4fb)"
+)
+
+
+def skip_unless_ci(message: str) -> None:
+    """What a test needs is missing: skip here, and fail under CI=true (where it must run)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def real_csv() -> Path:
+    """The real dataset, not shipped (its licence is unknown): from the team's shared folder."""
     candidates = [folder / REAL_CSV_NAME for folder in shared_folders()]
     found = [path for path in candidates if path.exists()]
-    assert found, f"the shared dataset is expected at one of {', '.join(map(str, candidates))}"
+    if not found:
+        skip_unless_ci(
+            f"needs {REAL_DATASET}, not shipped with the project: put it at data/"
+            f"customer_churn_data.csv under a folder named by CHURN_SHARED_DIR (looked in"
+            f" {', '.join(map(str, candidates))})"
+        )
     return found[0]
 
 

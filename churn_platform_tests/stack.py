@@ -22,7 +22,9 @@ import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from churn_platform import launch
 from churn_platform.core.settings import PROJECT_ROOT
+from churn_platform.launch import group_alive  # noqa: F401 (the stack tests' check)
 from churn_platform_tests.postgres import _pg_bin
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -180,17 +182,10 @@ def processes_with_env(name: str, value: str) -> list[int]:
     return found
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 class ProcessGroups:
-    """Each process started in a process group of its own, so stopping it
-    also stops whatever it spawned: the code server's gRPC child, the run workers."""
+    """Each service started as `make run` starts `dagster dev` (churn_platform.launch): a process
+    group of its own, SIGINT and SIGTERM at their defaults whatever this test process inherited;
+    stopping the group also stops what it spawned (the code server's gRPC child, run workers)."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], cwd: Path):
         self.log_dir, self.env, self.cwd = log_dir, env, cwd
@@ -198,16 +193,9 @@ class ProcessGroups:
         self.killed: list[str] = []  # groups that outlived SIGTERM
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(
-            argv,
-            env=self.env,
-            cwd=self.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = launch.start(argv, env=self.env, cwd=self.cwd, stdout=log,
+                                stderr=subprocess.STDOUT)
         self.started[name] = proc
         return proc
 
@@ -215,26 +203,16 @@ class ProcessGroups:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]
 
     def stop_all(self, grace_seconds: float = 30) -> None:
-        """SIGTERM to each leader, as `docker compose stop` sends it to a container's main process;
+        """SIGTERM to each group at once, as `docker compose stop` stops the containers together;
         whatever of a group is still there after the grace period is killed."""
         for proc in self.started.values():
-            proc.send_signal(signal.SIGTERM)
+            launch.signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         for proc in self.started.values():
-            while group_alive(proc.pid) and time.monotonic() < deadline:
-                proc.poll()  # reap the leader so the group can empty
-                time.sleep(0.2)
-            if group_alive(proc.pid):
+            if not launch.wait_group(proc, deadline):
                 self.killed.append(proc.args[0])
-                _signal_group(proc.pid, signal.SIGKILL)
+                launch.signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=10)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_until(what: str, probe, timeout: float, interval: float = 1.0, on_timeout=lambda: ""):

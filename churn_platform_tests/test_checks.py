@@ -141,15 +141,17 @@ def test_rejections_must_give_a_reason(built):
     assert not result.passed and result.metadata["rows without reason"].value > 0
 
 
-def history(database, rates):
-    """Replace the metrics history with snapshots of the given churn rates, oldest first."""
+def history(database, rates, sources=None):
+    """Replace the metrics history with snapshots of the given churn rates, oldest first, each
+    from the given source file (all the same one by default)."""
     damage(database, f"DELETE FROM {METRICS_TABLE}")
+    sources = sources or ["data/customer_churn_data.csv"] * len(rates)
     with duckdb.connect(str(database)) as conn:
-        for hour, rate in enumerate(rates):
+        for hour, (rate, source) in enumerate(zip(rates, sources, strict=True)):
             conn.execute(
-                f"INSERT INTO {METRICS_TABLE} (snapshot_id, snapshot_at, churn_rate_percent)"
-                " VALUES (?, TIMESTAMP '2026-01-01' + to_hours(?), ?)",
-                [f"run-{hour}", hour, rate],
+                f"INSERT INTO {METRICS_TABLE} (snapshot_id, snapshot_at, churn_rate_percent,"
+                " source_file) VALUES (?, TIMESTAMP '2026-01-01' + to_hours(?), ?, ?)",
+                [f"run-{hour}", hour, rate, source],
             )
 
 
@@ -173,3 +175,23 @@ def test_churn_drift_warns_beyond_two_standard_deviations(built):
     assert not result.passed
     assert result.severity.value == "WARN"
     assert result.metadata["churn_rate_percent"].value == 40.0
+
+
+def test_churn_drift_does_not_judge_a_new_source_by_another_sources_history(built):
+    """Your own CSV loaded after the sample's flat history: not compared with it."""
+    database, resource = built
+    history(database, [25.0, 26.0, 24.0, 25.5, 40.0], ["sample.csv"] * 4 + ["crm_export.csv"])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert result.passed and "nothing to compare" in result.metadata["note"].value
+    assert result.metadata["source_file"].value == "crm_export.csv"
+    assert result.metadata["snapshots of other sources (not compared)"].value == 4
+
+
+def test_churn_drift_compares_a_source_with_its_own_history_whatever_came_between(built):
+    database, resource = built
+    history(database, [25.0, 26.0, 90.0, 24.0, 25.5, 40.0],
+            ["a.csv", "a.csv", "b.csv", "a.csv", "a.csv", "a.csv"])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert not result.passed  # 40 against a's 25 ± 0.8, b's 90 left out
+    assert result.metadata["earlier snapshots"].value == 4
+    assert result.metadata["historical mean"].value == 25.12

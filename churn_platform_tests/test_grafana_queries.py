@@ -105,6 +105,23 @@ KPI_COLUMNS = ("snapshot_id, source_run_id, snapshot_at, total_records, analytic
                " rejected_rows, churn_rate_percent, avg_monthly_charges, avg_tenure_months")
 LATEST_KPI = "FROM churn_metrics.kpi_snapshots ORDER BY snapshot_at DESC LIMIT 1"
 
+def _jump(snapshot_id: str, source_file: str) -> str:
+    """A snapshot an hour after the latest, churn rate 5 points up, from the given source file
+    (an SQL expression over the latest data-quality snapshot: `source_file` is the same one)."""
+    return (
+        f"INSERT INTO churn_metrics.kpi_snapshots ({KPI_COLUMNS})"
+        f" SELECT '{snapshot_id}', '{snapshot_id}', snapshot_at + interval '1 hour', total_records,"
+        " analytics_records, rejected_rows, churn_rate_percent + 5, avg_monthly_charges,"
+        f" avg_tenure_months {LATEST_KPI};"
+        " INSERT INTO churn_metrics.data_quality_snapshots (snapshot_id, source_run_id,"
+        " snapshot_at, source_file, total_records, analytics_records, rejected_rows,"
+        " duplicate_customer_ids, missing_cells)"
+        f" SELECT '{snapshot_id}', '{snapshot_id}', snapshot_at + interval '1 hour',"
+        f" {source_file}, total_records, analytics_records, rejected_rows, duplicate_customer_ids,"
+        " missing_cells FROM churn_metrics.data_quality_snapshots ORDER BY snapshot_at DESC LIMIT 1"
+    )
+
+
 # One anomaly per rule, injected into a real export's history.
 ANOMALIES = {
     "churn-elt-failing": (
@@ -113,12 +130,7 @@ ANOMALIES = {
         " now() + i * interval '1 minute', now() + i * interval '1 minute', 2, 2, 0, now()"
         " FROM generate_series(1, 3) AS i"
     ),
-    "churn-rate-drift": (
-        f"INSERT INTO churn_metrics.kpi_snapshots ({KPI_COLUMNS})"
-        " SELECT 'jump', 'jump', snapshot_at + interval '1 hour', total_records,"
-        " analytics_records, rejected_rows, churn_rate_percent + 5, avg_monthly_charges,"
-        f" avg_tenure_months {LATEST_KPI}"
-    ),
+    "churn-rate-drift": _jump("jump", source_file="source_file"),
     "churn-export-stale": (
         "UPDATE churn_metrics.exports SET exported_at = exported_at - interval '3 hours'"
     ),
@@ -155,3 +167,14 @@ def test_alert_rule_fires_on_its_anomaly(uid, elt_history, pg_dsn, monkeypatch):
     with psycopg.connect(pg_dsn) as conn:
         conn.execute(ANOMALIES[uid])
     assert grafana.threshold_fires(rule, _rule_value(pg_dsn, rule))
+
+
+def test_churn_rate_drift_alert_does_not_judge_another_source_by_this_history(
+    elt_history, pg_dsn, monkeypatch
+):
+    """Your own CSV after the sample's history: the same jump from another file fires nothing."""
+    assert elt_history.export(monkeypatch, pg_dsn).success
+    rule = _rule("churn-rate-drift")
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(_jump("own-csv", source_file="'/data/crm_export.csv'"))
+    assert not grafana.threshold_fires(rule, _rule_value(pg_dsn, rule))

@@ -25,10 +25,9 @@ from churn_platform.core.source import (
     staging_table,
 )
 from churn_platform.core.transform import cell, problem, typed_value
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.resources import ChurnSource
 from churn_platform_tests.conftest import HEADER, write_csv
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def write_mapping(tmp_path: Path, text: str, name: str = "mapping.yaml") -> Path:
@@ -55,7 +54,7 @@ def test_default_mapping_is_the_original_schema():
 
 
 def test_crm_fixture_mapping_binds_columns_aliases_and_dialect():
-    mapping = load_mapping(FIXTURES / "crm_export_mapping.yaml")
+    mapping = load_mapping(PROJECT_ROOT / "examples" / "crm_export_mapping.yaml")
     assert mapping.dialect == Dialect(";", '"', "latin-1", 2)
     assert mapping.absent == ("age",)
     assert mapping.field("customer_id").source_column == "Customer ID"

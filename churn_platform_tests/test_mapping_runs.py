@@ -3,6 +3,9 @@ a differently named and spelled Latin-1 export, a source lacking optional fields
 that touches no table, and lineage from staging to the mapping that loaded it."""
 
 import hashlib
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -11,40 +14,28 @@ import pytest
 
 from churn_platform.core import settings
 from churn_platform.core.mapping import DEFAULT_MAPPING
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, SEGMENTS
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
 from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
+from churn_platform_tests.public_copy import public_copy
 
-FIXTURES = Path(__file__).parent / "fixtures"
-CRM_MAPPING = FIXTURES / "crm_export_mapping.yaml"
+EXAMPLES = PROJECT_ROOT / "examples"
+CRM_MAPPING = EXAMPLES / "crm_export_mapping.yaml"
 
-# A CRM export: a line above the header, lower-case and spaced names, numeric and true/false
-# booleans, other spellings, blanks (space, tab, no-break space) for numbers, Latin-1 text,
-# a quoted delimiter, and columns the platform does not use.
-CRM_ROWS = [
-    "Exported from SalesCRM 7.2 on 2024-05-01 by Jérôme",
-    "Customer ID;gender;SeniorCitizen;tenure;InternetService;Contract;Monthly Charges;"
-    "TotalCharges;TechSupport;Churn;Région;Account Manager",
-    '7590-VHVEG;Female;0;1;DSL;Month-to-month;29.85;29.85;No;0;Île-de-France;"Müller; José"',
-    "5575-GNVDE;male;0;34;DSL;One year;56.95;1889.5;Yes;False;Zürich;Ana",
-    "3668-QPYBK;M;0;2;DSL;Month-to-month;53.85;108.15;No;1;Zürich;Ana",
-    "7795-CFOCW;  F ;0;45;DSL;One year;42.30;1840.75;Yes;True;Genève;Ana",
-    "9237-HQITU;Female;0;2;Fiber optic;Month-to-month;70.70;151.65;No;Yes;Île-de-France;Ana",
-    "9305-CDSKC;Female;1;8;FIBER  OPTIC;Month-to-month;99.65;820.5;No;1;Köln;Ana",
-    '4190-MFLUW;Female;0;0;No;Two year;20.25; ;No internet service;0;Köln;"Müller; José"',
-    "6713-OKOMC;Female;0;0;DSL;two year;52.55;\u00a0;No;0;Köln;Ana",
-    "7469-LKBCI;Male;0;16;No;Two Year;18.95;326.8;No internet service;0;Ålesund;Ana",
-    "8091-TTVAX;Male;0;58;Fiber optic;Monthly;100.35;5681.1;No;0;Ålesund;Ana",
-    "0280-XJGEX;Male;0; ;Fiber optic;Month-to-month;103.7;\t;No;1;Ålesund;Ana",
-]
+# The example a user runs from docs/source-mapping.md, shipped in examples/: a CRM export with a
+# line above the header, lower-case and spaced names, numeric and true/false booleans, other
+# spellings, blanks (space, tab, no-break space) for numbers, Latin-1 text with CRLF, a quoted
+# delimiter, columns the platform does not use, and one contract spelled `Monthly` (rejected).
+CRM_ROWS = (EXAMPLES / "crm_export.csv").read_bytes().decode("latin-1").splitlines()
 CRM_IDS = [row.split(";")[0] for row in CRM_ROWS[2:]]
 
 
 @pytest.fixture
 def crm_export(tmp_path, monkeypatch) -> Path:
-    """The export, in Latin-1 with CRLF, and CHURN_SOURCE_MAPPING pointing at its mapping."""
+    """The shipped export, copied, and CHURN_SOURCE_MAPPING pointing at its mapping."""
     path = tmp_path / "crm_export.csv"
-    path.write_bytes("\r\n".join(CRM_ROWS).encode("latin-1") + b"\r\n")
+    shutil.copyfile(EXAMPLES / "crm_export.csv", path)
     monkeypatch.setenv("CHURN_SOURCE_MAPPING", str(CRM_MAPPING))
     return path
 
@@ -242,12 +233,42 @@ def test_metrics_history_from_before_mappings_gains_the_new_column(sample_csv, w
                             " ORDER BY snapshot_at") == [(None,), ("",)]
 
 
-def test_readme_example_is_the_export_and_mapping_tested_here():
-    doc = (Path(__file__).parent.parent / "docs" / "source-mapping.md").read_text()
-    section = doc.split("# Bring your own CSV: source mapping", 1)[1]
-    export = section.split("```\n", 2)[1]  # the first fenced block: the example export
-    assert set(export.splitlines()) <= set(CRM_ROWS) and CRM_ROWS[1] in export
+SOURCE_MAPPING_DOC = PROJECT_ROOT / "docs" / "source-mapping.md"
+
+
+def _example_section() -> str:
+    text = SOURCE_MAPPING_DOC.read_text()
+    return text.split("## A complete example", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_documented_example_is_the_shipped_export_and_mapping():
+    section = _example_section()
+    export = section.split("```\n", 2)[1]  # the first fenced block: the export's first lines
+    assert export.splitlines() == CRM_ROWS[: len(export.splitlines())]
     assert f"```yaml\n{CRM_MAPPING.read_text()}```" in section
+
+
+def test_the_documented_commands_run_as_written_on_a_fresh_copy(tmp_path):
+    """Every ```sh block of the example, pasted into a shell in a fresh copy of the project."""
+    section = _example_section()
+    commands = "\n".join(block.split("\n", 1)[1].split("```", 1)[0]
+                         for block in section.split("```sh")[1:])
+    assert ".venv/bin/dagster job execute" in commands and "DAGSTER_HOME=" in commands
+    copy = public_copy(tmp_path, with_venv=True)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CHURN_", "DAGSTER_")) and k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # no venv on PATH: the doc says .venv/bin/ itself
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "RUN_SUCCESS" in output
+    assert "telemetry" not in output.lower()  # DAGSTER_HOME is the project's instance
+    assert "not an accepted value" in done.stdout and "Monthly" in done.stdout
+    warehouse = copy / "data" / "churn_warehouse.duckdb"
+    assert query(warehouse, "SELECT count(*) FROM analytics.customer_churn") == [(10,)]
+    with dg.DagsterInstance.from_config(str(copy / "dagster_home")) as instance:
+        assert [r.job_name for r in instance.get_runs()] == ["churn_elt_job"]  # shows in the UI
 
 
 def test_metrics_of_a_source_lacking_fields_export_to_postgres(tmp_path, pg_dsn, monkeypatch):

@@ -1,5 +1,6 @@
 """The export into a real PostgreSQL: complete, idempotent, lossless, and read-only for Grafana."""
 
+import logging
 import uuid
 
 import dagster as dg
@@ -131,12 +132,21 @@ def test_export_job_queues_with_the_warehouse_and_retries():
     assert sensor.job_name == "metrics_export_job"
 
 
-def test_without_dsn_the_export_is_skipped_not_failed(tmp_path, sample_csv, monkeypatch):
+def test_without_dsn_the_export_is_plainly_off_not_failed_nor_warned(
+    tmp_path, sample_csv, monkeypatch
+):
+    """"Materialize all" runs the export too: without a DSN it says it is off, and no more."""
     monkeypatch.delenv(settings.METRICS_DSN_ENV, raising=False)
-    result = dg.materialize([postgres_metrics], resources=build_resources(
-        str(tmp_path / "none.duckdb"), str(sample_csv)))
-    assert result.success
-    assert result.asset_materializations_for_node("metrics_export__postgres_metrics") == []
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([postgres_metrics], instance=instance, resources=build_resources(
+            str(tmp_path / "none.duckdb"), str(sample_csv)))
+        assert result.success
+        assert result.asset_materializations_for_node("metrics_export__postgres_metrics") == []
+        [observation] = result.asset_observations_for_node("metrics_export__postgres_metrics")
+        assert observation.metadata["export"].value == (
+            f"off ({settings.METRICS_DSN_ENV} unset)")
+        levels = {record.level for record in instance.all_logs(result.run_id)}
+    assert max(levels) < logging.WARNING, levels
 
 
 def test_reader_role_reads_but_cannot_write(elt_history, pg_dsn, pg_server, monkeypatch):

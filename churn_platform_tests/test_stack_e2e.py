@@ -1,7 +1,8 @@
 """The stack as its users drive it, without Docker: the code server, webserver and daemon started
 from the compose file's own commands, on loopback, with the stack's dagster.yaml against a real
 PostgreSQL; a run launched and followed through GraphQL, the sensor's export landing in the
-metrics database, the hourly schedule's next tick turned into a run, and nothing left running.
+metrics database, the hourly schedule's next tick turned into a run (the schedule itself stopped
+first: the test owns its ticks, whatever the hour), and nothing left running.
 """
 
 import os
@@ -90,9 +91,18 @@ query Schedule($selector: ScheduleSelector!) {
     __typename
     ... on Schedule {
       cronSchedule
-      scheduleState { status }
+      scheduleState { id status }
       futureTicks(limit: 1) { results { timestamp } }
     }
+  }
+}"""
+
+STOP_SCHEDULE = """
+mutation Stop($id: String!) {
+  stopRunningSchedule(id: $id) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
   }
 }"""
 
@@ -178,13 +188,23 @@ def _launch(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_conf
     return result["run"]["runId"]
 
 
+def _own_the_schedule(gql: GraphQL, schedule_name: str) -> None:
+    """Stop the schedule, RUNNING by default, before the daemon starts: the real top-of-the-hour
+    tick would otherwise add a run whenever the test crosses an hour. The test drives its ticks."""
+    selector = {**LOCATION, "scheduleName": schedule_name}
+    state = gql(SCHEDULE, selector=selector)["scheduleOrError"]["scheduleState"]
+    assert state["status"] == "RUNNING"  # what a user gets
+    stopped = gql(STOP_SCHEDULE, id=state["id"])["stopRunningSchedule"]
+    assert stopped["__typename"] == "ScheduleStateResult", stopped
+    assert stopped["scheduleState"]["status"] == "STOPPED"
+
+
 def _launch_next_tick(gql: GraphQL, schedule_name: str) -> str:
     """The schedule's next tick as a run, the way the UI's "Test schedule" makes one: the code
     server evaluates the tick, the run is launched with the tick's config and tags."""
     selector = {**LOCATION, "scheduleName": schedule_name}
     schedule = gql(SCHEDULE, selector=selector)["scheduleOrError"]
     assert schedule["__typename"] == "Schedule", schedule
-    assert schedule["scheduleState"]["status"] == "RUNNING"
     next_tick = schedule["futureTicks"]["results"][0]["timestamp"]
     tick_time = datetime.fromtimestamp(next_tick, tz=timezone.utc)
     assert (tick_time.minute, tick_time.second) == (0, 0), "hourly, at the top of the hour"
@@ -234,10 +254,7 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
                    lambda: healthy("code-server", 4000, code_port),
                    DEFAULT_TIMEOUT, on_timeout=logs)
         procs.start("webserver", on_loopback(services["webserver"]["command"], 3000, web_port))
-        procs.start("daemon", services["daemon"]["command"])
         wait_until("the webserver's health check", lambda: healthy("webserver", 3000, web_port),
-                   DEFAULT_TIMEOUT, on_timeout=logs)
-        wait_until("the daemon's health check", lambda: healthy("daemon"),
                    DEFAULT_TIMEOUT, on_timeout=logs)
         procs.start("webserver-readonly", on_loopback(services["webserver-readonly"]["command"],
                                                       3000, viewer_port))
@@ -258,9 +275,12 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
                                          "runConfigData": "{}"})["launchRun"]
         assert refused["__typename"] == "UnauthorizedError", refused
         assert _runs(gql, pipelineName="churn_elt_job") == [], "neither attempt started a run"
+        _own_the_schedule(gql, "hourly_churn_elt")
+        procs.start("daemon", services["daemon"]["command"])
 
         # A manual run, right behind it the hourly schedule's next tick turned into a run, and a
-        # manual export: started together, they queue, and none fails for DuckDB's lock.
+        # manual export: started together, as soon as the daemon is started, they queue, and none
+        # fails for DuckDB's lock.
         manual_run = _launch(gql, "churn_elt_job")
         scheduled_run = _launch_next_tick(gql, "hourly_churn_elt")
         manual_export = _launch(gql, EXPORT_JOB)
@@ -268,6 +288,10 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
             run = wait_until(f"run {run_id}", lambda: _finished(gql, run_id), DEFAULT_TIMEOUT,
                              on_timeout=logs)
             assert run["status"] == "SUCCESS", logs()
+        # The daemon dequeued them; its compose health check says so too. (Checked after the
+        # runs, not before launching them: the runs wait in the queue meanwhile.)
+        wait_until("the daemon's health check", lambda: healthy("daemon"),
+                   DEFAULT_TIMEOUT, on_timeout=logs)
 
         # Every asset check, read back as the UI reads it: each one evaluated after the latest
         # materialization of its asset, and none of ERROR severity failed.
@@ -325,12 +349,16 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         # never let two of them overlap.
         runs = _runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": WAREHOUSE_TAGS[WAREHOUSE_TAG]}])
         assert {r["jobName"] for r in runs} == {"churn_elt_job", EXPORT_JOB, BACKUP_JOB}
+        # The ELT runs are the two the test started: the stopped schedule added none.
+        assert {r["runId"] for r in runs if r["jobName"] == "churn_elt_job"} == {
+            manual_run, scheduled_run}
         assert {r["status"] for r in runs} == {"SUCCESS"}
         spans = sorted((r["startTime"], r["endTime"]) for r in runs)
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
     finally:
         procs.stop_all()
 
+    assert procs.killed == []  # every service stopped on SIGTERM, none needed SIGKILL
     for proc in procs.started.values():
         assert not group_alive(proc.pid)
     assert processes_with_env("DAGSTER_HOME", home) == []

@@ -19,6 +19,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from pydantic import PrivateAttr
 
 from churn_platform.core import publish
+from churn_platform.core.columns import describe
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import (
     SqlTable, connect, owner_only, quote_ident, write_table,
@@ -83,11 +84,15 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
                 " previous one.")}
         with reported_as_failure():
             written = write_table(connection, table_slice.schema, table, obj)
+        published_name = f"{table_slice.schema}.{table_slice.table}"
         return {
             **note,
             "dagster/row_count": written.row_count,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, dtype) for name, dtype in written.columns]
+                columns=[
+                    dg.TableColumn(name, dtype, description=describe(published_name, name))
+                    for name, dtype in written.columns
+                ]
             ),
             **written.snapshot,
             **obj.metadata,

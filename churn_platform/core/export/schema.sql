@@ -71,12 +71,18 @@ CREATE TABLE IF NOT EXISTS churn_metrics.asset_check_results (
     PRIMARY KEY (asset_key, check_name)
 );
 
+-- freshness_state: the asset's freshness policy as Dagster last judged it (PASS, WARN, FAIL,
+-- UNKNOWN before the first load, NOT_APPLICABLE without a policy).
 CREATE TABLE IF NOT EXISTS churn_metrics.asset_freshness (
     asset_key            text PRIMARY KEY,
     last_materialized_at timestamptz,
     source_run_id        text,
+    freshness_state      text NOT NULL DEFAULT 'UNKNOWN',
     exported_at          timestamptz NOT NULL DEFAULT now()
 );
+-- Added after the first release: a database made before it gains the column.
+ALTER TABLE churn_metrics.asset_freshness
+    ADD COLUMN IF NOT EXISTS freshness_state text NOT NULL DEFAULT 'UNKNOWN';
 
 CREATE TABLE IF NOT EXISTS churn_metrics.pipeline_runs (
     source_run_id    text PRIMARY KEY,

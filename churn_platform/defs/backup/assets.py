@@ -18,7 +18,7 @@ BACKUP = dg.AssetKey(["backups", "warehouse"])
 @dg.asset(
     key=BACKUP,
     deps=[METRICS],
-    group_name="operations",
+    group_name="backups",
     kinds={"duckdb", "parquet"},
     owners=OWNERS,
     description=(
@@ -63,6 +63,10 @@ warehouse_backup_job = dg.define_asset_job(
     monitored_jobs=[churn_elt_job],
     request_job=warehouse_backup_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Backs up the warehouse after every successful churn_elt_job run (one backup per run:"
+        " keyed on its run id); an idle tick says the sensor found no new successful run."
+    ),
 )
 def backup_after_elt(context: dg.RunStatusSensorContext):
     return dg.RunRequest(run_key=context.dagster_run.run_id)

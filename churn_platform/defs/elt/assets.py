@@ -6,7 +6,7 @@ table atomically, as this run's candidate (core/publish.py). Asset keys are the 
 table.
 """
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -29,6 +29,11 @@ SEGMENTS = dg.AssetKey(["analytics", "churn_by_segment"])
 METRICS = dg.AssetKey(["analytics", "data_quality_metrics"])
 
 OWNERS = ["team:churn-data"]
+
+# The hourly schedule refreshes these; a quarter hour of grace before the UI calls them stale.
+# Dagster's freshness daemon evaluates the policy: an asset never loaded is UNKNOWN (waiting for
+# its first load), not failed.
+HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1, minutes=15))
 
 
 def _utc_now() -> datetime:
@@ -92,6 +97,7 @@ def staging_customer_churn(churn_source: dg.ResourceParam[ChurnSource]) -> SqlTa
     group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
+    freshness_policy=HOURLY_FRESHNESS,
     description=(
         "Typed, imputed, pseudonymized customers with churn flag and tenure/charges bands."
         " No source CustomerID: `anonymized_customer_id` replaces it."
@@ -138,7 +144,7 @@ def analytics_rejected_rows(
     key=SEGMENTS,
     ins={"analytics": dg.AssetIn(ANALYTICS)},
     deps=[REJECTED],  # after every row is accounted for: the blocking parity check is there
-    group_name="metrics",
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     description="Churn rate by contract type, tenure band and charges band; one snapshot per run.",
@@ -159,9 +165,10 @@ def churn_by_segment(context: dg.AssetExecutionContext, analytics: SqlTable) -> 
         "rejected": dg.AssetIn(REJECTED),
     },
     deps=[SEGMENTS],
-    group_name="metrics",
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
+    freshness_policy=HOURLY_FRESHNESS,
     description=(
         "Data-quality snapshot per run, kept as history: volumes, churn KPIs, missing cells per"
         " source column (NULL for fields the source lacks, named in absent_fields), duplicate"

@@ -17,7 +17,7 @@ RUN_OVERLAP = timedelta(minutes=5)
 
 CHECK_COLUMNS = ("asset_key", "check_name", "passed", "severity", "status", "evaluated_at",
                  "description", "details", "metadata", "source_run_id")
-FRESHNESS_COLUMNS = ("asset_key", "last_materialized_at", "source_run_id")
+FRESHNESS_COLUMNS = ("asset_key", "last_materialized_at", "source_run_id", "freshness_state")
 RUN_COLUMNS = ("source_run_id", "root_run_id", "job_name", "status", "started_at", "ended_at",
                "duration_seconds", "step_retries", "retry_number", "updated_at")
 
@@ -67,14 +67,27 @@ def check_rows(instance: DagsterInstance, check_keys: Iterable[dg.AssetCheckKey]
 
 
 def freshness_rows(instance: DagsterInstance, asset_keys: Iterable[dg.AssetKey]) -> list[tuple]:
-    """Last materialization time per asset (NULL: never materialized)."""
+    """Last materialization per asset (NULL: never materialized) and its freshness state.
+
+    The state is what the UI shows: the freshness daemon's latest evaluation of the asset's
+    policy (PASS, WARN, FAIL; NOT_APPLICABLE without a policy). UNKNOWN when never loaded, or
+    not yet evaluated: a daemon that never ran has judged nothing.
+    """
     asset_keys = sorted(asset_keys, key=lambda k: k.to_user_string())
     last = {}
     for record in instance.get_asset_records(asset_keys):
         event = record.asset_entry.last_materialization_record
         if event is not None:
             last[record.asset_entry.asset_key] = (_utc(event.timestamp), event.run_id)
-    return [(key.to_user_string(), *last.get(key, (None, None))) for key in asset_keys]
+    states = instance.get_freshness_state_records(asset_keys)
+    return [
+        (
+            key.to_user_string(),
+            *last.get(key, (None, None)),
+            states[key].freshness_state.value if key in states else "UNKNOWN",
+        )
+        for key in asset_keys
+    ]
 
 
 def run_rows(instance: DagsterInstance, updated_since: datetime | None) -> list[tuple]:

@@ -32,7 +32,10 @@ metrics_export_job = dg.define_asset_job(
     name="metrics_export_sensor",
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Exports each new data-quality snapshot to PostgreSQL.",
+    description=(
+        "Exports each new data-quality snapshot to PostgreSQL. Off while"
+        f" {settings.METRICS_DSN_ENV} is unset: each tick is skipped, and says so."
+    ),
 )
 def metrics_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
     if settings.metrics_dsn() is None:
