@@ -77,7 +77,9 @@ def test_the_launcher_stops_a_dagster_like_service_and_its_child_though_sigint_w
     marker = f"launch-{os.getpid()}-{time.monotonic_ns()}"
     proc = _launch(marker, "--", sys.executable, "-c", DAGSTER_LIKE)
     try:
-        assert len(processes_with_env("CHURN_TEST_MARKER", marker)) == 3
+        # The launcher, the service and its child (a loaded machine may take a moment to show it).
+        wait_until("three processes", lambda: len(processes_with_env("CHURN_TEST_MARKER", marker))
+                   == 3, timeout=10, interval=0.1)
         proc.send_signal(signal.SIGTERM)
         assert _gone_within(marker, STOP_BOUND) == []
         assert "killed" not in proc.stderr.read()  # stopped by SIGTERM, not by the SIGKILL after
