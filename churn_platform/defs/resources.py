@@ -1,10 +1,12 @@
 """Resources: the warehouse (one DuckDB file, one IO manager) and the run's source settings."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
 from churn_platform.core import settings
+from churn_platform.core.churn_model import ChurnModel, ModelIntegrityError, load_model, save_model
 from churn_platform.core.mapping import SourceMapping, load_mapping
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.warehouse_io import WarehouseIOManager, WarehouseResource
@@ -43,8 +45,36 @@ class MetricsDatabase(dg.ConfigurableResource):
         return os.environ.get(self.dsn_env) or None
 
 
+class ChurnModelStore(dg.ConfigurableResource):
+    """The folder of churn models (CHURN_MODEL_DIR): one `<version>.skops` file each, owner-only.
+
+    Loading checks the file's SHA-256 against the version the warehouse recorded and allows
+    only the trusted types: a changed or foreign file fails the step, naming the file.
+    """
+
+    directory: str
+
+    def path(self, version: str) -> Path:
+        return Path(self.directory) / f"{version}.skops"
+
+    def save(self, model: ChurnModel) -> tuple[Path, str]:
+        return save_model(model, self.directory)
+
+    def load(self, version: str) -> ChurnModel:
+        path = self.path(version)
+        if not path.exists():
+            raise dg.Failure(
+                f"model file {path} (version {version}, recorded as promoted in the warehouse) is"
+                " missing: restore it into CHURN_MODEL_DIR, or train and promote a new model"
+                " (churn_model_job)", allow_retries=False)
+        try:
+            return load_model(path, version)
+        except ModelIntegrityError as error:
+            raise dg.Failure(str(error), allow_retries=False) from None
+
+
 def build_resources(duckdb_path: str | None = None, source_csv: str | None = None,
-                    source_mapping: str | None = None) -> dict:
+                    source_mapping: str | None = None, model_dir: str | None = None) -> dict:
     """The resource set; arguments override the environment (tests point at temporary files)."""
     database = duckdb_path or settings.duckdb_path()
     config = settings.duckdb_config()
@@ -56,6 +86,7 @@ def build_resources(duckdb_path: str | None = None, source_csv: str | None = Non
             mapping_path=source_mapping or settings.source_mapping(),
         ),
         "metrics_db": MetricsDatabase(),
+        "churn_models": ChurnModelStore(directory=str(model_dir or settings.model_dir())),
     }
 
 
