@@ -114,6 +114,7 @@ HEADER = "CustomerID,Age,Gender,Tenure,MonthlyCharges,ContractType,InternetServi
 SLOW_MODULES = {
     "test_bench.py", "test_faults.py", "test_fuzz.py", "test_postgres_outage.py",
     "test_mapping_runs.py", "test_security.py", "test_metrics_export.py",
+    "test_churn_model_runs.py",
 }
 
 

@@ -161,6 +161,26 @@ def test_shuffled_labels_are_refused_and_the_scores_keep_the_promoted_model(plat
                                     " ORDER BY trained_at")
     assert [r[0] for r in rows] == [True, False] and rows[1][1].startswith("refused")
 
+    # The hourly ELT re-scores (fresh labels from the source) with the promoted model.
+    [(promoted, _, scored_before)] = before
+    result = platform.run("churn_elt_job")
+    assert result.success and checks(result)["scores_cover_non_churned"].passed
+    [(version, count, scored_at)] = query(platform.database, SCORES_SQL)
+    assert version == promoted and scored_at > scored_before
+    assert [(count,)] == query(platform.database, "SELECT count(*) FROM"
+                                                  " analytics.customer_churn WHERE churn_flag = 0")
+
+
+def test_the_elt_skips_scoring_until_a_model_is_promoted(generated, tmp_path, capfd):
+    _, csv, _ = generated
+    platform = Platform(tmp_path, csv)
+    result = platform.run("churn_elt_job")
+    assert result.success
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key == SCORES]
+    assert "No churn model is promoted yet: churn_scores skipped" in "".join(capfd.readouterr())
+    assert query(platform.database, "SELECT count(*) FROM information_schema.tables"
+                                    " WHERE table_name = 'churn_scores'") == [(0,)]
+
 
 def test_a_changed_model_file_is_refused_on_load_naming_the_file(platform):
     [stored] = platform.models.iterdir()
@@ -168,7 +188,7 @@ def test_a_changed_model_file_is_refused_on_load_naming_the_file(platform):
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     before = query(platform.database, SCORES_SQL)
-    for job in ("churn_model_job",):
+    for job in ("churn_model_job", "churn_elt_job"):
         result = platform.run(job)
         assert not result.success, job
         text = failure_text(result)
