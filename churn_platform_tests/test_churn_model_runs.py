@@ -231,3 +231,13 @@ def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(
     assert "anonymized_customer_id" in table.columns  # without the metadata: the stock read
     refused = dg.materialize([a_frame], resources={"io_manager": io}, raise_on_error=False)
     assert not refused.success and "return a SqlTable" in failure_text(refused)
+
+
+def test_a_missing_model_file_fails_scoring_naming_the_file(platform):
+    [stored] = platform.models.iterdir()
+    stored.unlink()
+    before = query(platform.database, SCORES_SQL)
+    result = platform.run("churn_elt_job")
+    assert not result.success
+    assert f"model file {stored}" in failure_text(result) and "is missing" in failure_text(result)
+    assert query(platform.database, SCORES_SQL) == before

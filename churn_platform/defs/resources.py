@@ -65,8 +65,9 @@ class ChurnModelStore(dg.ConfigurableResource):
         if not path.exists():
             raise dg.Failure(
                 f"model file {path} (version {version}, recorded as promoted in the warehouse) is"
-                " missing: restore it into CHURN_MODEL_DIR, or train and promote a new model"
-                " (churn_model_job)", allow_retries=False)
+                " missing: restore it into CHURN_MODEL_DIR (or point CHURN_MODEL_DIR at the"
+                " folder that holds it); training compares with it and scoring uses it",
+                allow_retries=False)
         try:
             return load_model(path, version)
         except ModelIntegrityError as error:

@@ -34,7 +34,7 @@ SCORE_SUMMARY = dg.AssetKey(["analytics", "churn_score_summary"])
 
 # Training reads a stratified sample of this many rows (dagster-duckdb-pandas, see
 # SampledPandasTypeHandler): enough for a dozen coefficients, bounded however large the table.
-SAMPLE_ROWS = 200_000
+SAMPLE_ROWS = 100_000
 TRAINING_COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
 
 
