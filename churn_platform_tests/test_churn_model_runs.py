@@ -241,3 +241,21 @@ def test_a_missing_model_file_fails_scoring_naming_the_file(platform):
     assert not result.success
     assert f"model file {stored}" in failure_text(result) and "is missing" in failure_text(result)
     assert query(platform.database, SCORES_SQL) == before
+
+
+def test_a_near_perfect_model_is_promoted_with_a_warning(platform):
+    """Churn as a rule of one field (as in the shared real dataset): ROC AUC 1.0 is a leak or a
+    rule, so the WARN check fails while the gate promotes."""
+    import duckdb
+
+    with duckdb.connect(str(platform.database)) as conn:
+        conn.execute("UPDATE analytics.customer_churn"
+                     " SET churn_flag = (contract_type = 'Month-to-Month')::INTEGER")
+    result = platform.run("churn_model_job")
+    found = checks(result)
+    assert result.success and found["churn_risk_gate"].passed
+    warning = found["churn_risk_not_near_perfect"]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert "near-perfect" in warning.description and "leaked feature" in warning.description
+    assert model_metadata(result)["roc_auc"] >= 0.99
+    assert "near-perfect" in model_metadata(result)["warnings"]
