@@ -259,3 +259,25 @@ def test_a_near_perfect_model_is_promoted_with_a_warning(platform):
     assert "near-perfect" in warning.description and "leaked feature" in warning.description
     assert model_metadata(result)["roc_auc"] >= 0.99
     assert "near-perfect" in model_metadata(result)["warnings"]
+
+
+def test_a_field_the_mapping_leaves_out_is_named_and_not_used(generated, tmp_path, monkeypatch):
+    _, csv, _ = generated
+    mapping = tmp_path / "no_gender.yaml"
+    columns = {"customer_id": "CustomerID", "age": "Age", "tenure": "Tenure",
+               "monthly_charges": "MonthlyCharges", "contract_type": "ContractType",
+               "internet_service": "InternetService", "total_charges": "TotalCharges",
+               "tech_support": "TechSupport", "churn": "Churn"}
+    mapping.write_text("fields:\n  gender:\n    absent: true\n"
+                       + "".join(f"  {field}: {column}\n" for field, column in columns.items()))
+    monkeypatch.setenv("CHURN_SOURCE_MAPPING", str(mapping))
+    platform = Platform(tmp_path, csv)
+    assert platform.run("churn_elt_job").success
+    result = platform.run("churn_model_job")
+    assert result.success
+    metadata = model_metadata(result)
+    assert metadata["left_out"] == {"gender": "absent from the source"}
+    assert "gender" not in metadata["features"].split(", ")
+    assert query(platform.database, "SELECT count(*) FROM analytics.churn_scores"
+                                    " WHERE 'gender raises' IN (reason_1, reason_2, reason_3)"
+                                    " OR 'gender lowers' IN (reason_1, reason_2, reason_3)") == [(0,)]
