@@ -33,6 +33,7 @@ USER dagster
 ENV DAGSTER_HOME=/opt/dagster/home \
     CHURN_DUCKDB_PATH=/opt/dagster/warehouse/churn_warehouse.duckdb \
     CHURN_BACKUP_DIR=/opt/dagster/backups \
+    CHURN_MODEL_DIR=/opt/dagster/warehouse/models \
     CHURN_SOURCE_CSV=/opt/dagster/app/data/customer_churn_data.csv
 
 # The compose file gives each service its command; alone, the image serves the code.

@@ -40,10 +40,13 @@ ELT_RUNS = 4
 
 @pytest.fixture(scope="session")
 def elt_history(tmp_path_factory) -> Iterator[EltHistory]:
-    """Four successful churn_elt_job runs on the sample: enough history for the drift rule."""
+    """Four successful churn_elt_job runs on the sample: enough history for the drift rule;
+    after the second, churn_model_job promotes a model, so the last two runs re-score."""
     database = tmp_path_factory.mktemp("history") / "warehouse.duckdb"
     defs = platform_defs(database, SAMPLE_CSV)
     with dg.instance_for_test() as instance:
-        for _ in range(ELT_RUNS):
+        for run in range(ELT_RUNS):
             assert run_job(defs, "churn_elt_job", instance).success
+            if run == 1:
+                assert run_job(defs, "churn_model_job", instance).success
         yield EltHistory(instance, database, defs)

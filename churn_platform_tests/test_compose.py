@@ -199,7 +199,9 @@ def test_data_lives_in_named_volumes_and_the_warehouse_only_beside_the_code(reso
     # Runs start in the code server (DefaultRunLauncher): the one container with the DuckDB file
     # and its backups, each on a named volume of its own.
     code_server = {source: target for target, source in _volumes(services["code-server"]).items()}
-    for volume, setting in (("warehouse", "CHURN_DUCKDB_PATH"), ("backups", "CHURN_BACKUP_DIR")):
+    # The churn models beside the warehouse that records which one is promoted.
+    for volume, setting in (("warehouse", "CHURN_DUCKDB_PATH"), ("backups", "CHURN_BACKUP_DIR"),
+                            ("warehouse", "CHURN_MODEL_DIR")):
         with_volume = [name for name, s in services.items() if volume in _volumes(s).values()]
         assert with_volume == ["code-server"], volume
         path = dockerfile_env()[setting]

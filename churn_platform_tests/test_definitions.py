@@ -126,3 +126,32 @@ def test_group_names_match_key_prefixes():
 def test_every_schedule_and_sensor_says_what_it_does():
     undescribed = [s.name for s in [*defs.schedules, *defs.sensors] if not s.description]
     assert undescribed == []
+
+
+def test_the_model_job_trains_gates_and_scores_daily_and_the_elt_rescores():
+    from churn_platform.defs.model.assets import (
+        EVALUATIONS,
+        MODEL,
+        SCORE_SUMMARY,
+        SCORES,
+    )
+
+    graph = defs.resolve_asset_graph()
+    assert graph.get(MODEL).group_name == "models" and graph.get(MODEL).owners
+    job = defs.resolve_job_def("churn_model_job")
+    assert job.executor_def is dg.in_process_executor
+    assert job.tags["churn_platform/warehouse"] == "duckdb"
+    keys = set(job.asset_layer.asset_graph.get_all_asset_keys())
+    assert {MODEL, EVALUATIONS, SCORES, SCORE_SUMMARY} <= keys
+    from churn_platform.defs.model.checks import (
+        churn_risk_gate,
+        churn_risk_not_near_perfect,
+    )
+
+    assert all(spec.blocking for spec in churn_risk_gate.check_specs)
+    assert not any(spec.blocking for spec in churn_risk_not_near_perfect.check_specs)
+    schedule = defs.resolve_schedule_def("daily_churn_model")
+    assert schedule.job_name == "churn_model_job" and schedule.description
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    elt = defs.resolve_job_def("churn_elt_job").asset_layer.asset_graph.get_all_asset_keys()
+    assert {SCORES, SCORE_SUMMARY} <= set(elt)

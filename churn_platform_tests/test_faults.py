@@ -17,7 +17,6 @@ import dagster as dg
 import pytest
 
 from churn_platform import sample_data
-from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.core.fields import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
@@ -25,6 +24,7 @@ from churn_platform.core.fields import (
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.failures import TERMINATED
 from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import published_set_of, query, run_elt

@@ -27,7 +27,7 @@ def test_dashboard_provider_loads_the_dashboards_folder():
     assert provider["type"] == "file"
     assert provider["options"]["path"]
     assert set(grafana.dashboards()) == {
-        "churn_overview.json", "data_quality.json", "pipeline_health.json"}
+        "churn_overview.json", "churn_risk.json", "data_quality.json", "pipeline_health.json"}
 
 
 @pytest.mark.parametrize("name", sorted(grafana.dashboards()))
@@ -55,7 +55,7 @@ def test_alerting_rules_contact_point_and_policy_fit_together():
     rules = grafana.alert_rules()
     uid = grafana.provisioned_datasource_uid()
     assert {r["labels"]["severity"] for r in rules} == {"critical", "warning"}
-    assert len({r["uid"] for r in rules}) == len(rules) == 5
+    assert len({r["uid"] for r in rules}) == len(rules) == 7
     for rule in rules:
         query = grafana.rule_query(rule)
         assert query["datasourceUid"] == uid and query["model"]["rawSql"].strip()

@@ -104,6 +104,9 @@ RUN_COLUMNS = ("source_run_id, root_run_id, job_name, status, started_at, ended_
 KPI_COLUMNS = ("snapshot_id, source_run_id, snapshot_at, total_records, analytics_records,"
                " rejected_rows, churn_rate_percent, avg_monthly_charges, avg_tenure_months")
 LATEST_KPI = "FROM churn_metrics.kpi_snapshots ORDER BY snapshot_at DESC LIMIT 1"
+EVALUATION_COLUMNS = ("snapshot_id, source_run_id, snapshot_at, model_version, n_train,"
+                      " positive_rate, roc_auc, pr_auc, brier, promoted, reason")
+LATEST_EVALUATION = "FROM churn_metrics.churn_model_evaluations ORDER BY snapshot_at DESC LIMIT 1"
 
 def _jump(snapshot_id: str, source_file: str) -> str:
     """A snapshot an hour after the latest, churn rate 5 points up, from the given source file
@@ -146,6 +149,18 @@ ANOMALIES = {
         " round(analytics_records * 0.8), rejected_rows, churn_rate_percent,"
         f" avg_monthly_charges, avg_tenure_months {LATEST_KPI}"
     ),
+    "churn-model-refused": (
+        f"INSERT INTO churn_metrics.churn_model_evaluations ({EVALUATION_COLUMNS})"
+        " SELECT 'refused', 'refused', snapshot_at + interval '1 day', 'v-refused', n_train,"
+        " positive_rate, 0.52, positive_rate, 0.25, false, 'refused: below the minimum 0.70'"
+        f" {LATEST_EVALUATION}"
+    ),
+    "churn-model-auc-drop": (
+        f"INSERT INTO churn_metrics.churn_model_evaluations ({EVALUATION_COLUMNS})"
+        " SELECT 'worse', 'worse', snapshot_at + interval '1 day', 'v-worse', n_train,"
+        " positive_rate, roc_auc - 0.06, pr_auc, brier, true, 'promoted: first on new data'"
+        f" {LATEST_EVALUATION}"
+    ),
 }
 
 
@@ -178,3 +193,21 @@ def test_churn_rate_drift_alert_does_not_judge_another_source_by_this_history(
     with psycopg.connect(pg_dsn) as conn:
         conn.execute(_jump("own-csv", source_file="'/data/crm_export.csv'"))
     assert not grafana.threshold_fires(rule, _rule_value(pg_dsn, rule))
+
+
+def test_a_small_roc_auc_drop_or_a_later_promotion_stays_quiet(elt_history, pg_dsn, monkeypatch):
+    """The other side of the model rules: 0.04 lower is no alert, nor a refusal followed by a
+    promotion."""
+    assert elt_history.export(monkeypatch, pg_dsn).success
+    drop, refused = _rule("churn-model-auc-drop"), _rule("churn-model-refused")
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(ANOMALIES["churn-model-auc-drop"].replace("0.06", "0.04"))
+    assert 0.039 < _rule_value(pg_dsn, drop) < 0.041
+    assert not grafana.threshold_fires(drop, _rule_value(pg_dsn, drop))
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(ANOMALIES["churn-model-refused"])
+    assert grafana.threshold_fires(refused, _rule_value(pg_dsn, refused))
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(ANOMALIES["churn-model-auc-drop"].replace("'worse'", "'later'")
+                     .replace("interval '1 day'", "interval '2 days'").replace("0.06", "0"))
+    assert not grafana.threshold_fires(refused, _rule_value(pg_dsn, refused))

@@ -18,6 +18,7 @@ from churn_platform.core.mapping import (
     normalize,
     read_mapping,
 )
+from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.core.source import (
     SourceFileError,
     check_header,
@@ -25,7 +26,6 @@ from churn_platform.core.source import (
     staging_table,
 )
 from churn_platform.core.transform import cell, problem, typed_value
-from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.resources import ChurnSource
 from churn_platform_tests.conftest import HEADER, write_csv
 

@@ -10,8 +10,8 @@ from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
 from churn_platform.core.warehouse import quote_ident
 from churn_platform.defs.elt.assets import (
     ANALYTICS,
-    PUBLISHED,
     METRICS,
+    PUBLISHED,
     REJECTED,
     SEGMENTS,
     STAGING,

@@ -2,7 +2,9 @@
 hostile paths, column names and settings are bound or quoted."""
 
 import json
+import re
 import secrets
+import zipfile
 
 import dagster as dg
 import duckdb
@@ -20,8 +22,10 @@ from churn_platform.core.pseudonymize import (
 )
 from churn_platform.defs.backup import assets as backup_defs
 from churn_platform.defs.resources import build_resources
+from churn_platform.sample_data import write_sample
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv
-from churn_platform_tests.export_support import pg_rows, platform_defs, run_job
+from churn_platform_tests.export_support import pg_rows, run_job
+from churn_platform_tests.location import platform_defs
 
 KEY = "k3y-that-must-never-show-in-any-log"
 IDS = [f"SECRETID-{n:04d}-XQ" for n in range(1, 7)]
@@ -208,3 +212,29 @@ def test_hostile_names_in_a_mapping_are_quoted_or_bound(tmp_path, warehouse, mon
     assert query(warehouse, "SELECT churn FROM analytics.customer_churn ORDER BY source_row") == [
         ("Yes",), ("No",)]
     assert query(warehouse, "SELECT count(*) FROM staging.customer_churn") == [(2,)]
+
+
+def test_ids_never_reach_the_churn_model_its_scores_or_their_events(tmp_path, monkeypatch, capfd):
+    """Training reads features and the label only; scores carry the pseudonym."""
+    monkeypatch.setenv("CHURN_PSEUDONYMIZATION_KEY", KEY)
+    csv = write_sample(tmp_path / "customers.csv", 1500, seed=5)
+    ids = {line.split(",")[0] for line in csv.read_text().splitlines()[1:]}
+    database, models = tmp_path / "w.duckdb", tmp_path / "models"
+    defs = platform_defs(database, csv, models)
+    with dg.instance_for_test() as instance:
+        elt = run_job(defs, "churn_elt_job", instance)
+        model = run_job(defs, "churn_model_job", instance)
+        rescored = run_job(defs, "churn_elt_job", instance)
+    assert model.success and rescored.success
+    texts = [everything_outside_staging(database, r) for r in (elt, model, rescored)]
+    [stored] = models.iterdir()
+    with zipfile.ZipFile(stored) as archive:
+        texts += [archive.read(name).decode("latin-1") for name in archive.namelist()]
+    texts.append("".join(capfd.readouterr()))
+    text = "\n".join(texts)
+    assert query(database, "SELECT count(*) FROM analytics.churn_scores")[0][0] > 500
+    assert "churn_risk_gate" in text and "tenure" in text  # the events and file were read
+    assert ids & set(re.findall(r"C\d{7}", " ".join(
+        r[0] for r in query(database, 'SELECT "CustomerID" FROM staging.customer_churn'))))
+    assert not ids & set(re.findall(r"C\d{7}", text))
+    assert KEY not in text

@@ -25,13 +25,24 @@ import duckdb
 
 from churn_platform.core import settings
 from churn_platform.core.backup_manifest import (
-    AS_TEXT, BackupRefused, Table, check_column_name, check_table_name, check_type, file_digest,
-    verify_backup, write_manifest,
+    AS_TEXT,
+    BackupRefused,
+    Table,
+    check_column_name,
+    check_table_name,
+    check_type,
+    file_digest,
+    verify_backup,
+    write_manifest,
 )
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.publish import CANDIDATE_PREFIX
 from churn_platform.core.warehouse import (
-    clean_duckdb_error, connect, owner_only, quote_ident, quote_literal,
+    clean_duckdb_error,
+    connect,
+    owner_only,
+    quote_ident,
+    quote_literal,
 )
 
 _STAMP = "%Y%m%dT%H%M%S%fZ"

@@ -346,8 +346,11 @@ def save_model(model: ChurnModel, directory: str | Path) -> tuple[Path, str]:
     data = dump_model(model)
     version = model_version(data)
     path = Path(directory) / f"{version}.skops"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only: a model is the company's learned view of its customers.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
+    temporary.touch(mode=0o600)
+    temporary.chmod(0o600)
     temporary.write_bytes(data)
     temporary.replace(path)
     model.version = version

@@ -86,9 +86,10 @@ def _reason_sql(names: list[str], k: int) -> str:
 
 
 def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
-                id_column: str = ID_COLUMN) -> str:
+                id_column: str = ID_COLUMN, keep=()) -> str:
     """One row per row of `relation` (filtered by `where`, e.g. "churn_flag = 0"): the id,
-    churn_probability, risk_band, model_version and reason_1..reason_3.
+    churn_probability, risk_band, model_version and reason_1..reason_3, then the `keep` columns
+    as they are (e.g. segments, so summaries need no join back).
 
     churn_probability = 1 / (1 + exp(-(baseline + sum of contributions))), the pipeline's
     predict_proba. A reason is '<feature> raises' or '<feature> lowers' (its contribution's
@@ -104,6 +105,7 @@ def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
     bands = model.bands
     version = _text(model.version) if model.version else "CAST(NULL AS VARCHAR)"
     filtered = f"WHERE {where}" if where else ""
+    kept = "".join(f", {_ident(c)}" for c in keep)
     return f"""
         SELECT {_ident(id_column)},
                churn_probability,
@@ -111,11 +113,63 @@ def scoring_sql(model: ChurnModel, relation: str, where: str | None = None,
                     WHEN churn_probability >= {_number(bands.medium)} THEN 'Medium'
                     ELSE 'Low' END AS risk_band,
                {version} AS model_version,
-               reason_1, reason_2, reason_3
+               reason_1, reason_2, reason_3{kept}
         FROM (
             SELECT {_ident(id_column)},
                    1.0 / (1.0 + exp(-({logit}))) AS churn_probability,
-                   {reasons}
-            FROM (SELECT {_ident(id_column)}, {contributions} FROM {relation} {filtered})
+                   {reasons}{kept}
+            FROM (SELECT {_ident(id_column)}, {contributions}{kept} FROM {relation} {filtered})
         )
     """
+
+
+# The segments a score summary counts by, besides the band and the top reason: the ones
+# analytics.churn_by_segment uses, so the dashboards line up.
+SUMMARY_SEGMENTS = ("contract_type", "tenure_category", "monthly_charges_category")
+
+
+def score_summary_sql(scores: str) -> str:
+    """Counts of scored customers by risk band, by each segment and by top reason (reason_1):
+    customers, how many are High / Medium, mean probability. Never a customer's row: this is
+    what leaves the warehouse. Parameters: $snapshot_id, $run_id, $snapshot_at."""
+    segments = ", ".join(f"CAST({_ident(c)} AS VARCHAR) AS {_ident(c)}" for c in SUMMARY_SEGMENTS)
+    dimensions = ", ".join(["risk_band", *(_ident(c) for c in SUMMARY_SEGMENTS), "top_reason"])
+    return f"""
+        SELECT $snapshot_id AS snapshot_id, $run_id AS run_id,
+               CAST($snapshot_at AS TIMESTAMP) AS snapshot_at, model_version,
+               replace(dimension, 'top_reason', 'reason') AS dimension, segment,
+               count(*) AS customers,
+               count(*) FILTER (WHERE band = 'High') AS high_risk,
+               count(*) FILTER (WHERE band = 'Medium') AS medium_risk,
+               avg(churn_probability) AS avg_churn_probability
+        FROM (UNPIVOT (SELECT model_version, churn_probability, risk_band AS band, risk_band,
+                              {segments}, reason_1 AS top_reason
+                       FROM ({scores}))
+              ON {dimensions} INTO NAME dimension VALUE segment)
+        GROUP BY model_version, dimension, segment
+    """
+
+
+EVALUATIONS_TABLE = "analytics.churn_model_evaluations"
+SCORES_TABLE = "analytics.churn_scores"
+SCORE_SUMMARY_TABLE = "analytics.churn_score_summary"
+
+# One row per training, as named parameters; snapshot_id / run_id / trained_at make it a
+# history like the metrics (a re-executed run replaces its row) and let the export find it.
+EVALUATION_ROW_SQL = """
+    SELECT $snapshot_id AS snapshot_id, $run_id AS run_id, $model_version AS model_version,
+           CAST($trained_at AS TIMESTAMP) AS trained_at, CAST($n_train AS BIGINT) AS n_train,
+           CAST($positive_rate AS DOUBLE) AS positive_rate, CAST($roc_auc AS DOUBLE) AS roc_auc,
+           CAST($pr_auc AS DOUBLE) AS pr_auc, CAST($brier AS DOUBLE) AS brier,
+           CAST($promoted AS BOOLEAN) AS promoted, $reason AS reason,
+           CAST($warnings AS VARCHAR) AS warnings,
+           CAST($compared_version AS VARCHAR) AS compared_version,
+           CAST($compared_roc_auc AS DOUBLE) AS compared_roc_auc,
+           $features AS features, $left_out AS left_out
+"""
+
+# The promoted model's identity: the latest training the gate promoted.
+PROMOTED_SQL = f"""
+    SELECT model_version, roc_auc FROM {EVALUATIONS_TABLE}
+    WHERE promoted ORDER BY trained_at DESC, snapshot_id DESC LIMIT 1
+"""

@@ -15,8 +15,8 @@ import yaml
 from yaml.events import AliasEvent
 
 from churn_platform.core.errors import InputError
-from churn_platform.core.files import Unreadable, absolute, open_regular
 from churn_platform.core.fields import FIELDS, REQUIRED_FIELDS, Field
+from churn_platform.core.files import Unreadable, absolute, open_regular
 from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING as DEFAULT_MAPPING
 
 ENCODINGS = {  # accepted spelling -> DuckDB's read_csv name (a BOM is skipped either way)

@@ -48,6 +48,11 @@ def retry_delay_seconds() -> float:
     return float(os.environ.get("CHURN_RETRY_DELAY_SECONDS", "300"))
 
 
+def model_dir() -> Path:
+    """Where churn models are stored (CHURN_MODEL_DIR), one `<version>.skops` file each."""
+    return Path(os.environ.get("CHURN_MODEL_DIR") or PROJECT_ROOT / "data" / "models")
+
+
 def backup_dir() -> Path:
     return Path(os.environ.get("CHURN_BACKUP_DIR") or PROJECT_ROOT / "data" / "backups")
 

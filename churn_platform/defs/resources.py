@@ -9,10 +9,17 @@ refused before any step starts.
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from churn_platform.core import settings
+from churn_platform.core.churn_model import (
+    ChurnModel,
+    ModelIntegrityError,
+    load_model,
+    save_model,
+)
 from churn_platform.core.mapping import SourceMapping, load_mapping
 from churn_platform.core.pseudonymize import checked_key
 from churn_platform.defs.failures import reported_as_failure
@@ -61,8 +68,38 @@ def _fixed(value: object, description: str) -> dg.ResourceDefinition:
                                  description=description)
 
 
+@dataclass(frozen=True)
+class ChurnModelStore:
+    """The folder of churn models (CHURN_MODEL_DIR): one `<version>.skops` file each, owner-only.
+
+    Loading checks the file's SHA-256 against the version the warehouse recorded and allows
+    only the trusted types: a changed or foreign file fails the step, naming the file.
+    """
+
+    directory: str
+
+    def path(self, version: str) -> Path:
+        return Path(self.directory) / f"{version}.skops"
+
+    def save(self, model: ChurnModel) -> tuple[Path, str]:
+        return save_model(model, self.directory)
+
+    def load(self, version: str) -> ChurnModel:
+        path = self.path(version)
+        if not path.exists():
+            raise dg.Failure(
+                f"model file {path} (version {version}, recorded as promoted in the warehouse) is"
+                " missing: restore it into CHURN_MODEL_DIR (or point CHURN_MODEL_DIR at the"
+                " folder that holds it); training compares with it and scoring uses it",
+                allow_retries=False)
+        try:
+            return load_model(path, version)
+        except ModelIntegrityError as error:
+            raise dg.Failure(str(error), allow_retries=False) from None
+
+
 def build_resources(duckdb_path: str | None = None, source_csv: str | None = None,
-                    source_mapping: str | None = None) -> dict:
+                    source_mapping: str | None = None, model_dir: str | None = None) -> dict:
     """The resource set; arguments override the environment (tests point at temporary files)."""
     database = duckdb_path or settings.duckdb_path()
     config = settings.duckdb_config()
@@ -79,6 +116,10 @@ def build_resources(duckdb_path: str | None = None, source_csv: str | None = Non
         ),
         "metrics_db": _fixed(
             MetricsDatabase(), "The metrics database, from CHURN_METRICS_DSN; not run config."
+        ),
+        "churn_models": _fixed(
+            ChurnModelStore(directory=str(model_dir or settings.model_dir())),
+            "The folder of churn models, from CHURN_MODEL_DIR; not run config.",
         ),
     }
 

@@ -13,16 +13,23 @@ from contextlib import ExitStack, contextmanager
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 from pydantic import PrivateAttr
 
 from churn_platform.core import publish
+from churn_platform.core.churn_model_sql import stratified_sample_sql
 from churn_platform.core.columns import describe
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import (
-    SqlTable, connect, owner_only, quote_ident, write_table,
+    SqlTable,
+    connect,
+    owner_only,
+    quote_ident,
+    write_table,
 )
 from churn_platform.defs.failures import interrupts_end_the_run, reported_as_failure
 
@@ -105,6 +112,34 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         return SqlTable(f"SELECT * FROM {read}")
 
 
+class SampledPandasTypeHandler(DuckDBPandasTypeHandler):
+    """dagster-duckdb-pandas' handler, for reading frames only (model training).
+
+    An input whose metadata holds `sample_rows` gets a reproducible stratified sample of that
+    many rows (stratified_sample_sql) of its `columns` only, so a 5M-row table is never loaded
+    whole and no column the asset did not ask for (the customer id) reaches pandas. Writing a
+    frame is refused: the stock write is not atomic (DELETE, then INSERT); return a SqlTable.
+    """
+
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice,
+                   connection) -> pd.DataFrame:
+        rows = (context.definition_metadata or {}).get("sample_rows")
+        if rows is None:
+            return super().load_input(context, table_slice, connection)
+        relation = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
+        if not table_slice.columns:
+            raise dg.Failure(f"a sample of {relation} needs the input's `columns` metadata",
+                             allow_retries=False)
+        present = {row[0] for row in connection.execute(f"DESCRIBE {relation}").fetchall()}
+        columns = [c for c in table_slice.columns if c in present]
+        return connection.execute(stratified_sample_sql(relation, int(rows), columns)).fetchdf()
+
+    def handle_output(self, context, table_slice, obj, connection):
+        raise dg.Failure(
+            f"{table_slice.schema}.{table_slice.table}: the warehouse does not take DataFrames"
+            " (its write is not atomic); return a SqlTable", allow_retries=False)
+
+
 class _AtomicDuckDbClient(DuckDbClient):
     """The stock client, minus the DELETE before each write (the handler replaces atomically)."""
 
@@ -132,11 +167,12 @@ class _AtomicDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBIOManager):
-    """DuckDB IO manager for `SqlTable` outputs; the asset key is `schema/table`."""
+    """DuckDB IO manager for `SqlTable` outputs (and DataFrame inputs); the asset key is
+    `schema/table`."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [SqlTableTypeHandler()]
+        return [SqlTableTypeHandler(), SampledPandasTypeHandler()]
 
     @staticmethod
     def default_load_type() -> type | None:

@@ -54,6 +54,39 @@ CREATE TABLE IF NOT EXISTS churn_metrics.churn_by_segment (
     PRIMARY KEY (snapshot_id, dimension, segment)
 );
 
+-- The churn-risk model: one row per training (snapshot_at: when it was trained), promoted or
+-- refused with the gate's reason; and per scoring run, counts of scored customers by risk band,
+-- segment and top reason. Never a customer's row.
+CREATE TABLE IF NOT EXISTS churn_metrics.churn_model_evaluations (
+    snapshot_id   text PRIMARY KEY,
+    source_run_id text NOT NULL,
+    snapshot_at   timestamptz NOT NULL,
+    model_version text NOT NULL,
+    n_train       bigint NOT NULL,
+    positive_rate double precision NOT NULL,
+    roc_auc       double precision,
+    pr_auc        double precision,
+    brier         double precision,
+    promoted      boolean NOT NULL,
+    reason        text NOT NULL,
+    exported_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS churn_metrics.churn_score_summary (
+    snapshot_id           text NOT NULL,
+    source_run_id         text NOT NULL,
+    snapshot_at           timestamptz NOT NULL,
+    model_version         text NOT NULL,
+    dimension             text NOT NULL,
+    segment               text NOT NULL,
+    customers             bigint NOT NULL,
+    high_risk             bigint NOT NULL,
+    medium_risk           bigint NOT NULL,
+    avg_churn_probability double precision,
+    exported_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (snapshot_id, dimension, segment)
+);
+
 -- State read from the Dagster instance. Latest check results and freshness are replaced whole on
 -- every export; run history is upserted (a run exported while running is updated when it ends).
 CREATE TABLE IF NOT EXISTS churn_metrics.asset_check_results (

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from churn_platform.core.churn_model_sql import EVALUATIONS_TABLE, SCORE_SUMMARY_TABLE
 from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
 
 
@@ -60,6 +61,23 @@ HISTORY_TABLES = (
         f"SELECT {_SNAPSHOT}, dimension, segment, customers, churned, churn_rate_percent"
         f" FROM {SEGMENT_TABLE}",
         SEGMENT_TABLE,
+    ),
+    HistoryTable(
+        "churn_model_evaluations",
+        ("snapshot_id", "source_run_id", "snapshot_at", "model_version", "n_train",
+         "positive_rate", "roc_auc", "pr_auc", "brier", "promoted", "reason"),
+        f"SELECT snapshot_id, run_id AS source_run_id, trained_at AS snapshot_at, model_version,"
+        f" n_train, positive_rate, roc_auc, pr_auc, brier, promoted, reason"
+        f" FROM {EVALUATIONS_TABLE}",
+        EVALUATIONS_TABLE,
+    ),
+    HistoryTable(
+        "churn_score_summary",
+        ("snapshot_id", "source_run_id", "snapshot_at", "model_version", "dimension", "segment",
+         "customers", "high_risk", "medium_risk", "avg_churn_probability"),
+        f"SELECT {_SNAPSHOT}, model_version, dimension, segment, customers, high_risk,"
+        f" medium_risk, avg_churn_probability FROM {SCORE_SUMMARY_TABLE}",
+        SCORE_SUMMARY_TABLE,
     ),
 )
 

@@ -3,14 +3,20 @@
 import dagster as dg
 
 from churn_platform.defs.elt.assets import ELT_ASSETS
+from churn_platform.defs.model.assets import SCORE_SUMMARY, SCORES
 from churn_platform.defs.runs import RETRY_POLICY, WAREHOUSE_TAG
 
 churn_elt_job = dg.define_asset_job(
     name="churn_elt_job",
-    selection=dg.AssetSelection.assets(*ELT_ASSETS),
+    # Scores follow the hourly data with the promoted model (skipped while none is promoted);
+    # training stays daily, in churn_model_job.
+    selection=dg.AssetSelection.assets(*ELT_ASSETS, SCORES, SCORE_SUMMARY),
     op_retry_policy=RETRY_POLICY,
     tags=WAREHOUSE_TAG,
-    description="Load the source CSV, clean and pseudonymize it, and snapshot its quality metrics.",
+    description=(
+        "Load the source CSV, clean and pseudonymize it, snapshot its quality metrics, and"
+        " re-score the non-churned customers with the promoted churn model, if there is one."
+    ),
 )
 
 hourly_churn_schedule = dg.ScheduleDefinition(

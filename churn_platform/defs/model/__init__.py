@@ -1,0 +1,1 @@
+"""The churn-risk model: training, gate, scores (issue 15)."""

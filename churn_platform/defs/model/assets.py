@@ -1,0 +1,227 @@
+"""The churn-risk model in the asset graph: train and gate, record the evaluation, score.
+
+`models/churn_risk` and `analytics/churn_model_evaluations` are one step: every training leaves
+its evaluation row, promoted or refused, before the blocking gate check decides whether the
+scores downstream run. Scores always use the model the warehouse records as promoted.
+"""
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from churn_platform.core import churn_model as cm
+from churn_platform.core.churn_model_sql import (
+    EVALUATION_ROW_SQL,
+    EVALUATIONS_TABLE,
+    PROMOTED_SQL,
+    SUMMARY_SEGMENTS,
+    score_summary_sql,
+    scoring_sql,
+)
+from churn_platform.core.warehouse import SqlTable, write_table
+from churn_platform.defs.elt.assets import ANALYTICS, OWNERS
+from churn_platform.defs.failures import reported_as_failure
+from churn_platform.defs.resources import ChurnModelStore, ChurnSource
+from churn_platform.defs.warehouse_io import WarehouseResource
+
+MODEL = dg.AssetKey(["models", "churn_risk"])
+EVALUATIONS = dg.AssetKey(["analytics", "churn_model_evaluations"])
+SCORES = dg.AssetKey(["analytics", "churn_scores"])
+SCORE_SUMMARY = dg.AssetKey(["analytics", "churn_score_summary"])
+
+# Training reads a stratified sample of this many rows (dagster-duckdb-pandas, see
+# SampledPandasTypeHandler): enough for a dozen coefficients, bounded however large the table.
+SAMPLE_ROWS = 100_000
+TRAINING_COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def promoted_model(conn: duckdb.DuckDBPyConnection) -> tuple[str, float] | None:
+    """(version, cross-validated ROC AUC) of the promoted model; None before the first one."""
+    try:
+        return conn.execute(PROMOTED_SQL).fetchone()
+    except duckdb.CatalogException:
+        return None  # no training yet
+
+
+def _compare(context, store: ChurnModelStore, promoted, frame: pd.DataFrame):
+    """The promoted model's ROC AUC on this training's data (the gate's yardstick), or None."""
+    if promoted is None:
+        return None, None
+    version = promoted[0]
+    previous = store.load(version)  # a changed file fails here, naming it
+    try:
+        return version, cm.roc_auc_on(previous, frame)
+    except ValueError as error:
+        context.log.warning(f"The promoted model {version} cannot be scored on this data"
+                            f" ({error}); the gate judges the new model on its own.")
+        return version, None
+
+
+@dg.multi_asset(
+    outs={
+        "model": dg.AssetOut(
+            key=MODEL, group_name="models", kinds={"scikitlearn", "python"},
+            owners=OWNERS,
+            description=(
+                "A logistic regression of churn_flag (churn as the export states it now, not a"
+                " forecast of a date) on the canonical fields the source provides, trained on a"
+                f" stratified sample of up to {SAMPLE_ROWS:,} rows of analytics.customer_churn,"
+                f" evaluated by {cm.N_FOLDS}-fold stratified cross-validation. Stored as skops"
+                " (no pickle) in CHURN_MODEL_DIR under its SHA-256; the gate check decides"
+                " whether it is promoted."
+            ),
+        ),
+        "evaluations": dg.AssetOut(
+            key=EVALUATIONS, group_name="models", kinds={"duckdb"},
+            owners=OWNERS,
+            description=(
+                "One row per training: model_version, trained_at, n_train, positive_rate,"
+                " roc_auc, pr_auc, brier, promoted and the gate's reason in words. The latest"
+                " promoted row is the promoted model."
+            ),
+        ),
+    },
+    ins={"analytics": dg.AssetIn(
+        ANALYTICS, metadata={"sample_rows": SAMPLE_ROWS, "columns": TRAINING_COLUMNS})},
+)
+def churn_risk_model(
+    context: dg.AssetExecutionContext,
+    analytics: pd.DataFrame,
+    churn_source: ChurnSource,
+    churn_models: dg.ResourceParam[ChurnModelStore],
+    warehouse: WarehouseResource,
+):
+    absent = churn_source.mapping().absent
+    try:
+        model = cm.train(analytics, absent=absent)
+    except ValueError as error:  # no feature, too few rows of a class, NULLs
+        raise dg.Failure(f"cannot train on {ANALYTICS.to_user_string()}: {error}",
+                         allow_retries=False) from None
+    with warehouse.get_connection() as conn:
+        promoted = promoted_model(conn)
+    compared_version, compared_roc_auc = _compare(context, churn_models, promoted, analytics)
+    decision = cm.gate(model.evaluation.roc_auc, compared_roc_auc)
+    path, version = churn_models.save(model)
+    for warning in decision.warnings:
+        context.log.warning(warning)
+    context.log.info(f"Model {version}: {decision.reason}")
+
+    evaluation = model.evaluation
+    features = list(model.selection.features)
+    left_out = model.selection.left_out
+    row = SqlTable(EVALUATION_ROW_SQL, {
+        "snapshot_id": context.run.root_run_id or context.run_id,
+        "run_id": context.run_id,
+        "model_version": version,
+        "trained_at": _utc_now(),
+        "n_train": evaluation.n_train,
+        "positive_rate": evaluation.positive_rate,
+        "roc_auc": evaluation.roc_auc,
+        "pr_auc": evaluation.pr_auc,
+        "brier": evaluation.brier,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "warnings": "; ".join(decision.warnings) or None,
+        "compared_version": compared_version,
+        "compared_roc_auc": compared_roc_auc,
+        "features": ", ".join(features),
+        "left_out": json.dumps(left_out, sort_keys=True),
+    }, history_key="snapshot_id")
+    schema, table = EVALUATIONS_TABLE.split(".")
+    with warehouse.get_connection() as conn, reported_as_failure():
+        written = write_table(conn, schema, table, row)
+
+    bands = model.bands
+    yield dg.MaterializeResult(asset_key=MODEL, metadata={
+        "roc_auc": evaluation.roc_auc,
+        "pr_auc": evaluation.pr_auc,
+        "brier": evaluation.brier,
+        "n_train": evaluation.n_train,
+        "positive_rate": evaluation.positive_rate,
+        "model_version": version,
+        "model_file": path.name,
+        "features": ", ".join(features),
+        "left_out": dg.MetadataValue.json(left_out),
+        "promoted": decision.promoted,
+        "gate_reason": decision.reason,
+        "warnings": "; ".join(decision.warnings) or "none",
+        "compared_with": compared_version or "none (no promoted model yet)",
+        "band_cutoffs": dg.MetadataValue.json(
+            {"Medium": bands.medium, "High": bands.high,
+             "Medium precision": bands.medium_precision, "High precision": bands.high_precision}),
+    })
+    yield dg.MaterializeResult(asset_key=EVALUATIONS, metadata={
+        "dagster/row_count": written.row_count,
+        "model_version": version,
+        "promoted": decision.promoted,
+    })
+
+
+@dg.asset(
+    key=SCORES,
+    ins={"analytics": dg.AssetIn(ANALYTICS)},
+    deps=[MODEL, EVALUATIONS],
+    group_name="models",
+    kinds={"duckdb", "sql"},
+    owners=OWNERS,
+    output_required=False,
+    description=(
+        "One row per customer of analytics.customer_churn who has not churned, scored by the"
+        " promoted model inside DuckDB: churn_probability, risk_band (Low / Medium / High),"
+        " model_version, the top three reasons (feature and direction), segments, scored_at."
+        " Skipped while no model is promoted."
+    ),
+)
+def churn_scores(
+    context: dg.AssetExecutionContext,
+    analytics: SqlTable,
+    churn_models: dg.ResourceParam[ChurnModelStore],
+    warehouse: WarehouseResource,
+):
+    with warehouse.get_connection() as conn:
+        promoted = promoted_model(conn)
+    if promoted is None:
+        context.log.warning(
+            "No churn model is promoted yet: churn_scores skipped. Materialize models/churn_risk"
+            " (churn_model_job) to train one; scores then follow every ELT run.")
+        return
+    model = churn_models.load(promoted[0])
+    sql = scoring_sql(model, f"({analytics.sql})", where="churn_flag = 0",
+                      keep=SUMMARY_SEGMENTS)
+    context.log.info(f"Scoring with the promoted model {model.version}.")
+    yield dg.Output(SqlTable(
+        f"SELECT *, CAST($scored_at AS TIMESTAMP) AS scored_at FROM ({sql})",
+        {"scored_at": _utc_now()},
+        error_context=f"scoring with model {model.version}",
+        metadata={"model_version": model.version},
+    ))
+
+
+@dg.asset(
+    key=SCORE_SUMMARY,
+    ins={"scores": dg.AssetIn(SCORES)},
+    group_name="models",
+    kinds={"duckdb", "sql"},
+    owners=OWNERS,
+    description=(
+        "Counts of scored customers by risk band, contract/tenure/charges segment and top"
+        " reason, one snapshot per scoring run, kept as history; what the export sends to"
+        " PostgreSQL (never a customer's row)."
+    ),
+)
+def churn_score_summary(context: dg.AssetExecutionContext, scores: SqlTable) -> SqlTable:
+    return SqlTable(score_summary_sql(scores.sql), {
+        "snapshot_id": context.run.root_run_id or context.run_id,
+        "run_id": context.run_id,
+        "snapshot_at": _utc_now(),
+    }, history_key="snapshot_id")
+
+
+MODEL_ASSETS = [churn_risk_model, churn_scores, churn_score_summary]

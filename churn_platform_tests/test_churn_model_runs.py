@@ -1,0 +1,283 @@
+"""The churn-risk model in real Dagster runs: churn_model_job on generated data (churn depends
+on contract and tenure) promotes a model and scores exactly the non-churned customers; shuffled
+labels are refused and the scores keep the promoted model; a changed model file fails the run."""
+
+import shutil
+import stat
+import zipfile
+
+import dagster as dg
+import pytest
+
+from churn_platform.core import churn_model as cm
+from churn_platform.defs.model.assets import MODEL, SCORES
+from churn_platform.sample_data import write_sample
+from churn_platform_tests.conftest import query
+from churn_platform_tests.export_support import run_job
+from churn_platform_tests.location import platform_defs
+
+ROWS = 4000
+SCORES_SQL = ("SELECT model_version, count(*), min(scored_at) FROM analytics.churn_scores"
+              " GROUP BY ALL")
+
+
+def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def model_metadata(result) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == MODEL]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def failure_text(result) -> str:
+    return " ".join(str(e.step_failure_data.user_failure_data.description)
+                    for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+
+
+class Platform:
+    """A warehouse and model folder after one ELT run, with the real jobs pointed at them."""
+
+    def __init__(self, folder, csv):
+        self.database = folder / "warehouse.duckdb"
+        self.models = folder / "models"
+        self.defs = platform_defs(self.database, csv, self.models)
+
+    def run(self, job: str, instance=None, raise_on_error=False):
+        with dg.instance_for_test() as own:
+            return run_job(self.defs, job, instance or own, raise_on_error=raise_on_error)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    csv = write_sample(folder / "customers.csv", ROWS, seed=11)
+    platform = Platform(folder, csv)
+    assert platform.run("churn_elt_job").success
+    first = platform.run("churn_model_job")
+    return folder, csv, first
+
+
+@pytest.fixture
+def platform(generated, tmp_path) -> Platform:
+    """A copy of the promoted state, for a test to change."""
+    folder, csv, _ = generated
+    shutil.copy(folder / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    shutil.copytree(folder / "models", tmp_path / "models")
+    return Platform(tmp_path, csv)
+
+
+def test_the_generated_signal_is_promoted_well_above_chance(generated):
+    folder, _, result = generated
+    assert result.success
+    found = checks(result)
+    assert found["churn_risk_gate"].passed
+    assert "promoted" in found["churn_risk_gate"].description
+    assert found["churn_risk_not_near_perfect"].passed  # generated churn is noisy: no warning
+    metadata = model_metadata(result)
+    assert 0.72 < metadata["roc_auc"] < 0.99
+    assert metadata["pr_auc"] > metadata["positive_rate"] + 0.1
+    assert 0 < metadata["brier"] < 0.25
+    assert metadata["n_train"] > 0.95 * ROWS
+    assert metadata["features"] == ", ".join(cm.NUMERIC_FEATURES + cm.CATEGORICAL_FEATURES)
+    assert metadata["left_out"] == {}
+    # Numbers, so the UI plots them across runs.
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == MODEL)
+    assert isinstance(event.materialization.metadata["roc_auc"], dg.FloatMetadataValue)
+    [(version, promoted, reason)] = query(
+        folder / "warehouse.duckdb",
+        "SELECT model_version, promoted, reason FROM analytics.churn_model_evaluations")
+    assert version == metadata["model_version"] and promoted and reason.startswith("promoted")
+
+
+def test_scores_cover_exactly_the_non_churned_customers(generated):
+    folder, _, result = generated
+    database = folder / "warehouse.duckdb"
+    assert checks(result)["scores_cover_non_churned"].passed
+    scored = query(database, "SELECT anonymized_customer_id FROM analytics.churn_scores"
+                             " ORDER BY ALL")
+    expected = query(database, "SELECT anonymized_customer_id FROM analytics.customer_churn"
+                               " WHERE churn_flag = 0 ORDER BY ALL")
+    churned = query(database, "SELECT count(*) FROM analytics.customer_churn WHERE churn_flag = 1")
+    assert scored == expected and churned[0][0] > 0
+    [(low, high, bands, versions, reasons)] = query(database, """
+        SELECT min(churn_probability), max(churn_probability),
+               list(DISTINCT risk_band ORDER BY risk_band),
+               count(DISTINCT model_version), count(*) FILTER (WHERE reason_1 IS NULL)
+        FROM analytics.churn_scores""")
+    assert 0 <= low < high <= 1 and bands == ["High", "Low", "Medium"]
+    assert versions == 1 and reasons == 0
+
+
+def test_the_model_is_stored_owner_only_as_skops_under_its_hash(generated):
+    folder, _, result = generated
+    version = model_metadata(result)["model_version"]
+    [stored] = (folder / "models").iterdir()
+    assert stored.name == f"{version}.skops"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "models").stat().st_mode) == 0o700
+    assert zipfile.is_zipfile(stored)  # skops' format: JSON schema and arrays, no pickle
+    assert cm.load_model(stored).version == version
+
+
+def test_a_wrong_score_count_fails_the_coverage_check(platform):
+    """The coverage check's other side: a missing and a foreign row are both named."""
+    import duckdb
+
+    with duckdb.connect(str(platform.database)) as conn:
+        conn.execute("DELETE FROM analytics.churn_scores WHERE anonymized_customer_id IN"
+                     " (SELECT anonymized_customer_id FROM analytics.churn_scores LIMIT 1)")
+        conn.execute("INSERT INTO analytics.churn_scores SELECT * REPLACE (uuid() AS"
+                     " anonymized_customer_id) FROM analytics.churn_scores LIMIT 1")
+    from churn_platform.defs.model.checks import scores_cover_non_churned
+
+    result = scores_cover_non_churned(warehouse=platform.defs.resources["warehouse"])
+    assert not result.passed
+    assert (result.metadata["unscored"].value, result.metadata["foreign"].value) == (1, 1)
+
+
+def test_shuffled_labels_are_refused_and_the_scores_keep_the_promoted_model(platform):
+    import duckdb
+
+    before = query(platform.database, SCORES_SQL)
+    with duckdb.connect(str(platform.database)) as conn:
+        # The same rows and churn rate, labels dealt at random: no signal left.
+        conn.execute("""
+            UPDATE analytics.customer_churn AS a SET churn_flag = s.flag
+            FROM (SELECT source_row,
+                         lead(churn_flag, 1, churn_flag) OVER (ORDER BY hash(source_row, 3)) AS flag
+                  FROM analytics.customer_churn) AS s
+            WHERE a.source_row = s.source_row""")
+    result = platform.run("churn_model_job")
+    assert not result.success
+    gate = checks(result)["churn_risk_gate"]
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert gate.description.startswith("refused") and "below the minimum 0.70" in gate.description
+    assert model_metadata(result)["roc_auc"] < 0.6
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key == SCORES]
+    assert query(platform.database, SCORES_SQL) == before
+    rows = query(platform.database, "SELECT promoted, reason FROM analytics.churn_model_evaluations"
+                                    " ORDER BY trained_at")
+    assert [r[0] for r in rows] == [True, False] and rows[1][1].startswith("refused")
+
+    # The hourly ELT re-scores (fresh labels from the source) with the promoted model.
+    [(promoted, _, scored_before)] = before
+    result = platform.run("churn_elt_job")
+    assert result.success and checks(result)["scores_cover_non_churned"].passed
+    [(version, count, scored_at)] = query(platform.database, SCORES_SQL)
+    assert version == promoted and scored_at > scored_before
+    assert [(count,)] == query(platform.database, "SELECT count(*) FROM"
+                                                  " analytics.customer_churn WHERE churn_flag = 0")
+
+
+def test_the_elt_skips_scoring_until_a_model_is_promoted(generated, tmp_path, capfd):
+    _, csv, _ = generated
+    platform = Platform(tmp_path, csv)
+    result = platform.run("churn_elt_job")
+    assert result.success
+    assert not [e for e in result.get_asset_materialization_events() if e.asset_key == SCORES]
+    assert "No churn model is promoted yet: churn_scores skipped" in "".join(capfd.readouterr())
+    assert query(platform.database, "SELECT count(*) FROM information_schema.tables"
+                                    " WHERE table_name = 'churn_scores'") == [(0,)]
+
+
+def test_a_changed_model_file_is_refused_on_load_naming_the_file(platform):
+    [stored] = platform.models.iterdir()
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    before = query(platform.database, SCORES_SQL)
+    for job in ("churn_model_job", "churn_elt_job"):
+        result = platform.run(job)
+        assert not result.success, job
+        text = failure_text(result)
+        assert str(stored) in text and "changed after it was stored" in text, job
+    assert query(platform.database, SCORES_SQL) == before
+    assert query(platform.database,
+                 "SELECT count(*) FROM analytics.churn_model_evaluations") == [(1,)]
+
+
+def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(platform):
+    """The pandas type handler beside the SqlTable one: `sample_rows` in the input's metadata
+    gives that many rows, the table's churn rate, and only the columns asked for."""
+    import pandas as pd
+
+    from churn_platform.defs.elt.assets import ANALYTICS
+    from churn_platform.defs.warehouse_io import WarehouseIOManager
+
+    seen = {}
+
+    @dg.asset(ins={"analytics": dg.AssetIn(ANALYTICS, metadata={
+        "sample_rows": 1000, "columns": ["tenure", "churn_flag", "not_a_column"]})})
+    def sampled(analytics: pd.DataFrame) -> None:
+        seen["sample"] = analytics
+
+    @dg.asset(ins={"analytics": dg.AssetIn(ANALYTICS)})
+    def whole(analytics: pd.DataFrame) -> None:
+        seen["whole"] = analytics
+
+    @dg.asset(key=["analytics", "a_frame"])
+    def a_frame() -> pd.DataFrame:
+        return pd.DataFrame({"x": [1]})
+
+    io = WarehouseIOManager(database=str(platform.database))
+    dg.materialize([sampled, whole, dg.AssetSpec(ANALYTICS)], resources={"io_manager": io},
+                   selection=[sampled.key, whole.key])
+    sample, table = seen["sample"], seen["whole"]
+    assert list(sample.columns) == ["tenure", "churn_flag"]
+    assert abs(len(sample) - 1000) <= 1 and len(table) > 3 * len(sample)
+    assert abs(sample.churn_flag.mean() - table.churn_flag.mean()) < 0.002
+    assert "anonymized_customer_id" in table.columns  # without the metadata: the stock read
+    refused = dg.materialize([a_frame], resources={"io_manager": io}, raise_on_error=False)
+    assert not refused.success and "return a SqlTable" in failure_text(refused)
+
+
+def test_a_missing_model_file_fails_scoring_naming_the_file(platform):
+    [stored] = platform.models.iterdir()
+    stored.unlink()
+    before = query(platform.database, SCORES_SQL)
+    result = platform.run("churn_elt_job")
+    assert not result.success
+    assert f"model file {stored}" in failure_text(result) and "is missing" in failure_text(result)
+    assert query(platform.database, SCORES_SQL) == before
+
+
+def test_a_near_perfect_model_is_promoted_with_a_warning(platform):
+    """Churn as a rule of one field (as in the shared real dataset): ROC AUC 1.0 is a leak or a
+    rule, so the WARN check fails while the gate promotes."""
+    import duckdb
+
+    with duckdb.connect(str(platform.database)) as conn:
+        conn.execute("UPDATE analytics.customer_churn"
+                     " SET churn_flag = (contract_type = 'Month-to-Month')::INTEGER")
+    result = platform.run("churn_model_job")
+    found = checks(result)
+    assert result.success and found["churn_risk_gate"].passed
+    warning = found["churn_risk_not_near_perfect"]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert "near-perfect" in warning.description and "leaked feature" in warning.description
+    assert model_metadata(result)["roc_auc"] >= 0.99
+    assert "near-perfect" in model_metadata(result)["warnings"]
+
+
+def test_a_field_the_mapping_leaves_out_is_named_and_not_used(generated, tmp_path, monkeypatch):
+    _, csv, _ = generated
+    mapping = tmp_path / "no_gender.yaml"
+    columns = {"customer_id": "CustomerID", "age": "Age", "tenure": "Tenure",
+               "monthly_charges": "MonthlyCharges", "contract_type": "ContractType",
+               "internet_service": "InternetService", "total_charges": "TotalCharges",
+               "tech_support": "TechSupport", "churn": "Churn"}
+    mapping.write_text("fields:\n  gender:\n    absent: true\n"
+                       + "".join(f"  {field}: {column}\n" for field, column in columns.items()))
+    monkeypatch.setenv("CHURN_SOURCE_MAPPING", str(mapping))
+    platform = Platform(tmp_path, csv)
+    assert platform.run("churn_elt_job").success
+    result = platform.run("churn_model_job")
+    assert result.success
+    metadata = model_metadata(result)
+    assert metadata["left_out"] == {"gender": "absent from the source"}
+    assert "gender" not in metadata["features"].split(", ")
+    assert query(platform.database, "SELECT count(*) FROM analytics.churn_scores"
+                                    " WHERE 'gender raises' IN (reason_1, reason_2, reason_3)"
+                                    " OR 'gender lowers' IN (reason_1, reason_2, reason_3)") == [(0,)]
