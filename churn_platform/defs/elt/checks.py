@@ -9,36 +9,16 @@ from datetime import timedelta
 
 import dagster as dg
 
-from churn_platform.core.fields import (
-    ANALYTICS_TABLE,
-    DERIVED_FROM,
-    METRICS_TABLE,
-    MONTHLY_CHARGES_BANDS,
-    REJECTED_TABLE,
-    STAGING_TABLE,
-    TENURE_BANDS,
-)
+from churn_platform.core import check_rules as rules_of
+from churn_platform.core.check_rules import DRIFT_MIN_HISTORY, DRIFT_STDDEVS
+from churn_platform.core.fields import ANALYTICS_TABLE, METRICS_TABLE, REJECTED_TABLE, STAGING_TABLE
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.transform import cell
-from churn_platform.core.warehouse import quote_ident, quote_literal
 from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, STAGING
 from churn_platform.defs.resources import ChurnSource
 from churn_platform.defs.warehouse_io import WarehouseResource
 
 SAMPLE_ROWS = 5
-DRIFT_STDDEVS = 2.0
-DRIFT_MIN_HISTORY = 3
-
-
-def _outside(column: str, values) -> str:
-    """True when the column is NULL or not one of the values (NULL is outside too)."""
-    return f"({column} IS NULL OR {column} NOT IN ({', '.join(quote_literal(v) for v in values)}))"
-
-
-def _absent_columns(mapping: SourceMapping) -> set[str]:
-    """Analytics columns holding a field the source lacks, or derived from one."""
-    absent = set(mapping.absent)
-    return absent | {column for column, base in DERIVED_FROM.items() if base in absent}
 
 
 def _absent_note(mapping: SourceMapping) -> dict:
@@ -77,7 +57,7 @@ def row_count_parity(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
         f" ORDER BY source_row LIMIT {SAMPLE_ROWS}"
     ).fetchall()
     return dg.AssetCheckResult(
-        passed=staging == analytics + rejected and not unaccounted,
+        passed=rules_of.parity_passed(staging, analytics, rejected, unaccounted),
         metadata={
             "staging_rows": staging,
             "analytics_rows": analytics,
@@ -109,7 +89,7 @@ def pseudonyms_unique_and_present(conn, mapping: SourceMapping) -> dg.AssetCheck
         """
     ).fetchone()
     return dg.AssetCheckResult(
-        passed=missing == 0 and collisions == 0,
+        passed=rules_of.pseudonyms_passed(missing, collisions),
         metadata={"missing pseudonyms": missing, "pseudonyms shared by customers": collisions},
     )
 
@@ -123,35 +103,22 @@ def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping) -> dg.AssetCheckRe
             " WHERE table_schema = 'analytics' AND table_name = 'customer_churn'"
         ).fetchall()
     ]
-    checked = [c for c in columns if c not in _absent_columns(mapping)]
     passed, metadata = _violations(
-        conn, ANALYTICS_TABLE, {c: f"{quote_ident(c)} IS NULL" for c in checked}
+        conn, ANALYTICS_TABLE, rules_of.null_rules(columns, mapping.absent)
     )
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
 def categories_accepted(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
     """Categories and bands hold only accepted values."""
-    rules = {f.name: _outside(f.name, f.categories) for f in mapping.fields if f.categories}
-    rules["tenure_category"] = _outside("tenure_category", [b for b, _ in TENURE_BANDS])
-    rules["monthly_charges_category"] = _outside(
-        "monthly_charges_category", [b for b, _ in MONTHLY_CHARGES_BANDS]
-    )
-    rules["churn_flag"] = "churn_flag IS DISTINCT FROM (churn = 'Yes')::INTEGER"
-    absent = _absent_columns(mapping)
-    rules = {column: rule for column, rule in rules.items() if column not in absent}
+    rules = rules_of.category_rules(mapping.fields, mapping.absent)
     passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
 
 def numeric_ranges(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
     """Numbers within their ranges (age, tenure, charges)."""
-    rules = {}
-    for f in mapping.present:
-        bounds = [f"{f.name} < {f.min_value}"] if f.min_value is not None else []
-        bounds += [f"{f.name} > {f.max_value}"] if f.max_value is not None else []
-        if bounds:
-            rules[f.name] = " OR ".join(bounds)
+    rules = rules_of.range_rules(mapping.fields)
     passed, metadata = _violations(conn, ANALYTICS_TABLE, rules)
     ranges = conn.execute(
         "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {ANALYTICS_TABLE}"
@@ -168,7 +135,7 @@ def rejections_explained(conn, mapping: SourceMapping) -> dg.AssetCheckResult:
         f" count(*) - count(DISTINCT source_row) FROM {REJECTED_TABLE}"
     ).fetchone()
     return dg.AssetCheckResult(
-        passed=unexplained == 0 and repeated == 0,
+        passed=rules_of.rejections_passed(unexplained, repeated),
         metadata={"rows without reason": unexplained, "source_rows rejected twice": repeated},
     )
 
@@ -233,15 +200,15 @@ def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             """
         ).fetchone()
     metadata = {"churn_rate_percent": current, "earlier snapshots": history}
-    if history < DRIFT_MIN_HISTORY or current is None:
+    passed = rules_of.drift_passed(current, mean, stddev, history)
+    if passed is None:
         metadata["note"] = f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots: nothing to compare"
         return dg.AssetCheckResult(
             passed=True, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
         )
-    deviation = abs(current - mean)
     metadata.update({"historical mean": round(mean, 2), "historical stddev": round(stddev, 2)})
     return dg.AssetCheckResult(
-        passed=deviation <= DRIFT_STDDEVS * stddev,
+        passed=passed,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
     )
