@@ -1,6 +1,7 @@
 """Rules of the core stated on both sides of each boundary, small and without Dagster: the tests
 written to kill the mutants that survived mutation testing (docs/mutation-testing.md)."""
 
+import dataclasses
 import hashlib
 import hmac
 from datetime import datetime, timedelta, timezone
@@ -232,3 +233,221 @@ def test_a_history_table_not_yet_written_has_nothing_missing():
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA analytics")
     assert snapshots.missing_rows(conn, spec("kpi_snapshots"), set(), datetime(2000, 1, 1)) == []
+
+
+# --- data-quality and churn-by-segment snapshots: every figure on a hand-made run ---------------
+
+from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql  # noqa: E402
+
+SNAPSHOT = {"snapshot_id": "s1", "run_id": "r1", "snapshot_at": datetime(2026, 1, 1)}
+
+
+def snapshot_row(conn, sql: str) -> dict:
+    cursor = conn.execute(sql, SNAPSHOT)
+    names = [d[0] for d in cursor.description]
+    [row] = cursor.fetchall()
+    return dict(zip(names, row))
+
+
+@pytest.fixture
+def run_tables():
+    """Staging (text, as loaded), analytics and rejected rows of a small run."""
+    conn = duckdb.connect()
+    columns = [f.source_column for f in FIELDS]
+    rows = [
+        ["C1", "40", "Female", "1", "10", "One-Year", "DSL", "10", "Yes", "Yes"],
+        [" C1\u00a0", "", " ", "2", "20", "One-Year", "DSL", "20", "No", "No"],  # C1 again
+        ["C2", "\t", "Male", "", "30", "", "DSL", "30", "No", "No"],
+        ["C3", "x", "Male", "3", "40", "Two-Year", "DSL", "\u00a0", "No", "No"],
+        ["", "50", "Male", "4", "50", "Two-Year", "DSL", "50", "No", "No"],  # no id: rejected
+    ]
+    values = ", ".join("(" + ", ".join(duckdb_text(v) for v in [*r, "f.csv", i + 2]) + ")"
+                       for i, r in enumerate(rows))
+    names = ", ".join(f'"{c}"' for c in columns)
+    conn.execute(f"CREATE TABLE staging AS SELECT * FROM (VALUES {values}) t({names},"
+                 " source_file, source_row)")
+    conn.execute("""CREATE TABLE analytics AS SELECT * FROM (VALUES
+        ('One-Year', 'New', 'Low', 1, 10.0, 1), ('One-Year', 'New', 'Low', 0, 20.0, 2),
+        ('Month-to-Month', 'New', 'Low', 0, 30.0, 0)) t(contract_type, tenure_category,
+        monthly_charges_category, churn_flag, monthly_charges, tenure)""")
+    conn.execute("CREATE TABLE rejected AS SELECT * FROM (VALUES (5), (6)) t(source_row)")
+    return conn
+
+
+def duckdb_text(value) -> str:
+    return str(value) if isinstance(value, int) else "'" + value + "'"
+
+
+def test_data_quality_counts_volumes_kpis_missing_cells_and_duplicate_ids(run_tables):
+    row = snapshot_row(run_tables, data_quality_sql("SELECT * FROM staging",
+                                                    "SELECT * FROM analytics",
+                                                    "SELECT * FROM rejected"))
+    assert (row["snapshot_id"], row["run_id"], row["snapshot_at"]) == (
+        "s1", "r1", datetime(2026, 1, 1))
+    assert (row["source_file"], row["total_records"], row["analytics_records"],
+            row["rejected_rows"]) == ("f.csv", 5, 3, 2)
+    assert row["churn_rate_percent"] == 33.33  # 1 of 3, rounded to 2 decimals
+    assert row["avg_monthly_charges"] == 20.0 and row["avg_tenure_months"] == 1.0
+    # " C1\u00a0" is C1 once trimmed; the empty id is not an id at all
+    assert row["duplicate_customer_ids"] == 1
+    # empty, blank and non-breaking-space cells are missing; "x" and "0"-like text are not
+    assert {f.name: row[f"missing_{f.name}"] for f in FIELDS} == {
+        "customer_id": 1, "age": 2, "gender": 1, "tenure": 1, "monthly_charges": 0,
+        "contract_type": 1, "internet_service": 0, "total_charges": 1, "tech_support": 0,
+        "churn": 0}
+    assert row["absent_fields"] == ""
+
+
+def test_data_quality_names_absent_fields_and_counts_none_of_their_cells(run_tables):
+    fields = tuple(dataclasses.replace(f, source_column=None)
+                   if f.name in ("gender", "tenure") else f for f in FIELDS)
+    row = snapshot_row(run_tables, data_quality_sql("SELECT * FROM staging",
+                                                    "SELECT * FROM analytics",
+                                                    "SELECT * FROM rejected", fields))
+    assert row["missing_gender"] is None and row["missing_tenure"] is None
+    assert row["missing_age"] == 2
+    assert row["absent_fields"] == "gender, tenure"
+
+
+def test_churn_by_segment_counts_customers_churned_and_rate_per_segment_of_each_dimension(
+    run_tables
+):
+    cursor = run_tables.execute(churn_by_segment_sql("SELECT * FROM analytics"), SNAPSHOT)
+    rows = [r[3:] for r in cursor.fetchall()]
+    assert rows == [
+        ("contract_type", "Month-to-Month", 1, 0, 0.0),
+        ("contract_type", "One-Year", 2, 1, 50.0),
+        ("monthly_charges_category", "Low", 3, 1, 33.33),
+        ("tenure_category", "New", 3, 1, 33.33),
+    ]
+
+
+# --- typing: every range on both sides of its bound, blanks, imputation -------------------------
+
+from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv  # noqa: E402
+
+ROW = ["C1", "40", "Female", "10", "70.5", "One-Year", "DSL", "705", "Yes", "No"]
+COLUMN = {f.name: i for i, f in enumerate(FIELDS)}
+
+
+def typed(tmp_path, *rows: dict, key: bytes | None = None) -> tuple[list[dict], list[dict]]:
+    """(analytics rows, rejected rows) of ROW with each dict's {field: text} changes."""
+    lines = []
+    for changes in rows:
+        cells = list(ROW)
+        for name, text in changes.items():
+            cells[COLUMN[name]] = text
+        lines.append(",".join(cells))
+    csv = write_csv(tmp_path / "in.csv", "\n".join([HEADER, *lines]) + "\n")
+    conn = duckdb.connect()
+    load_and_transform(conn, csv, key)
+
+    def rows_of(table: str) -> list[dict]:
+        cursor = conn.execute(f"SELECT * FROM {table} ORDER BY source_row")
+        return [dict(zip([d[0] for d in cursor.description], r)) for r in cursor.fetchall()]
+
+    return rows_of("analytics.customer_churn"), rows_of("analytics.rejected_rows")
+
+
+@pytest.mark.parametrize("field, inside, beyond, reason", [
+    ("age", "0", "-1", "below the minimum 0"),
+    ("age", "130", "131", "above the maximum 130"),
+    ("tenure", "0", "-1", "below the minimum 0"),
+    ("tenure", "1200", "1201", "above the maximum 1200"),
+    ("monthly_charges", "0", "-0.01", "below the minimum 0"),
+    ("total_charges", "0", "-0.01", "below the minimum 0"),
+])
+def test_each_range_takes_its_bound_and_rejects_just_beyond_it(tmp_path, field, inside, beyond,
+                                                                 reason):
+    accepted, rejected = typed(tmp_path, {field: inside}, {field: beyond})
+    assert [r["source_row"] for r in accepted] == [2]
+    assert accepted[0][field] == float(inside)
+    assert [(r["source_row"], r["reason"], r["offending_value"]) for r in rejected] == [
+        (3, reason, beyond)]
+
+
+def test_charges_have_no_upper_bound(tmp_path):
+    [row], rejected = typed(tmp_path, {"monthly_charges": "1e9", "total_charges": "123456789.5"})
+    assert rejected == [] and row["monthly_charges"] == 1e9 and row["total_charges"] == 123456789.5
+
+
+@pytest.mark.parametrize("text, value", [("40.0", 40), ("4e1", 40), (" 40 ", 40)])
+def test_a_whole_number_is_accepted_however_written(tmp_path, text, value):
+    [row], rejected = typed(tmp_path, {"age": text})
+    assert rejected == [] and row["age"] == value
+
+
+@pytest.mark.parametrize("text, reason", [("40.5", "not a whole number"),
+                                          ("inf", "not a finite number"),
+                                          ("-inf", "not a finite number"),
+                                          ("forty", "not a number")])
+def test_integers_reject_fractions_infinities_and_words(tmp_path, text, reason):
+    _, [rejected] = typed(tmp_path, {"tenure": text})
+    assert (rejected["column_name"], rejected["reason"]) == ("Tenure", reason)
+
+
+@pytest.mark.parametrize("blank", ["\u00a0", "\t", " \u00a0\t "])
+def test_blanks_at_the_edges_of_any_cell_are_trimmed(tmp_path, blank):
+    [row], rejected = typed(tmp_path, {"age": f"{blank}41{blank}",
+                                       "monthly_charges": f"{blank}12.5{blank}",
+                                       "gender": f"{blank}male{blank}",
+                                       "internet_service": f"fiber{blank}optic{blank}",
+                                       "churn": f"{blank}YES"},
+                            key=b"k")
+    assert rejected == []
+    assert (row["age"], row["monthly_charges"], row["gender"], row["internet_service"],
+            row["churn"], row["churn_flag"]) == (41, 12.5, "Male", "Fiber Optic", "Yes", 1)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u00a0", "\t\u00a0 "])
+def test_a_blank_cell_is_missing_and_imputed_never_rejected(tmp_path, blank):
+    accepted, rejected = typed(tmp_path, {}, {"age": blank, "gender": blank, "tenure": blank,
+                                              "total_charges": blank, "churn": blank})
+    assert rejected == []
+    imputed = accepted[1]
+    assert (imputed["age"], imputed["gender"], imputed["tenure"], imputed["total_charges"],
+            imputed["churn"], imputed["churn_flag"]) == (40, "Unknown", 0, 0.0, "No", 0)
+
+
+def test_the_id_is_trimmed_of_blanks_before_its_pseudonym(tmp_path):
+    accepted, rejected = typed(tmp_path, {"customer_id": "\u00a0C1\t"}, {"customer_id": "C1"},
+                               key=b"k")
+    assert rejected == []
+    assert {str(r["anonymized_customer_id"]) for r in accepted} == {pseudonym("C1", b"k")}
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u00a0\t"])
+def test_a_blank_id_is_rejected_as_missing_without_its_text(tmp_path, blank):
+    _, [rejected] = typed(tmp_path, {"customer_id": blank})
+    assert (rejected["column_name"], rejected["reason"], rejected["offending_value"]) == (
+        "CustomerID", "missing customer id", None)
+
+
+def test_a_category_inside_blank_runs_matches_but_a_different_word_does_not(tmp_path):
+    accepted, rejected = typed(tmp_path, {"contract_type": "one-YEAR"},
+                               {"contract_type": "Two \u00a0 -Year"})
+    assert [r["contract_type"] for r in accepted] == ["One-Year"]
+    assert rejected[0]["reason"] == (
+        "not an accepted value (Month-to-Month, One-Year, Two-Year)")
+
+
+def test_the_median_is_rounded_half_away_from_zero_and_the_mean_is_not_rounded(tmp_path):
+    accepted, _ = typed(tmp_path, {"age": "30", "monthly_charges": "10"},
+                        {"age": "31", "monthly_charges": "11"}, {"age": "", "monthly_charges": ""})
+    assert accepted[2]["age"] == 31  # median 30.5
+    assert accepted[2]["monthly_charges"] == pytest.approx(10.5)
+
+
+def test_several_problems_are_counted_and_the_first_in_source_order_named(tmp_path):
+    _, [rejected] = typed(tmp_path, {"age": "x", "churn": "Maybe", "tenure": "-1"})
+    assert (rejected["column_name"], rejected["reason"], rejected["problem_count"]) == (
+        "Age", "not a number", 3)
+    _, [rejected] = typed(tmp_path, {"churn": "Maybe", "tenure": "1.5"})
+    assert (rejected["column_name"], rejected["problem_count"]) == ("Tenure", 2)
+
+
+def test_offending_values_keep_exactly_200_characters(tmp_path):
+    _, [rejected] = typed(tmp_path, {"gender": "y" * 201})
+    assert rejected["offending_value"] == "y" * 200
+    _, [rejected] = typed(tmp_path, {"gender": "z" * 200})
+    assert rejected["offending_value"] == "z" * 200
