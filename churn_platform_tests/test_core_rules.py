@@ -451,3 +451,111 @@ def test_offending_values_keep_exactly_200_characters(tmp_path):
     assert rejected["offending_value"] == "y" * 200
     _, [rejected] = typed(tmp_path, {"gender": "z" * 200})
     assert rejected["offending_value"] == "z" * 200
+
+
+# --- the PostgreSQL side of the export (a real server: the postgres fixtures) -------------------
+
+import psycopg  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
+
+from churn_platform.core.errors import TransientError  # noqa: E402
+from churn_platform.core.export import postgres as pg  # noqa: E402
+from churn_platform_tests.postgres import free_port  # noqa: E402
+
+KPI = spec("kpi_snapshots").columns
+SEGMENTS = spec("churn_by_segment").columns
+AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def kpi(snapshot: str, run: str, total: int) -> tuple:
+    return (snapshot, run, AT, total, total - 1, 1, 25.0, 50.0, 12.0)
+
+
+def segment(snapshot: str, run: str, name: str, customers: int) -> tuple:
+    return (snapshot, run, AT, "contract_type", name, customers, 1, 100 / customers)
+
+
+@pytest.fixture
+def metrics(pg_dsn):
+    with psycopg.connect(pg_dsn) as conn:
+        pg.ensure_schema(conn)
+        pg.ensure_schema(conn)  # idempotent
+        yield conn
+
+
+def test_a_snapshot_exported_again_replaces_its_rows_whole_and_leaves_the_others(metrics):
+    conn = metrics
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI,
+                                [kpi("s1", "r1", 10), kpi("s2", "r2", 20)]) == 2
+    pg.replace_snapshots(conn, "churn_by_segment", SEGMENTS,
+                         [segment("s1", "r1", "One-Year", 4), segment("s1", "r1", "Two-Year", 5),
+                          segment("s2", "r2", "One-Year", 6)])
+    # s1's run re-executed (a new run id and new figures); one of its segments is gone.
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI, [kpi("s1", "r1b", 11)]) == 1
+    pg.replace_snapshots(conn, "churn_by_segment", SEGMENTS, [segment("s1", "r1b", "One-Year", 7)])
+    assert conn.execute("SELECT snapshot_id, source_run_id, total_records"
+                        " FROM churn_metrics.kpi_snapshots ORDER BY 1").fetchall() == [
+        ("s1", "r1b", 11), ("s2", "r2", 20)]
+    assert conn.execute("SELECT snapshot_id, source_run_id, segment, customers"
+                        " FROM churn_metrics.churn_by_segment ORDER BY 1, 3").fetchall() == [
+        ("s1", "r1b", "One-Year", 7), ("s2", "r2", "One-Year", 6)]
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI, []) == 0
+    assert conn.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (2,)
+
+
+def test_upsert_inserts_new_keys_and_updates_existing_ones_in_place(metrics):
+    conn = metrics
+    columns = ("source_run_id", "snapshots_added", "runs_synced", "warehouse_file_bytes")
+    assert pg.upsert_rows(conn, "exports", columns, "source_run_id",
+                          [("e1", 1, 2, 300), ("e2", 0, 1, 400)]) == 2
+    first_export = conn.execute("SELECT exported_at FROM churn_metrics.exports"
+                                " WHERE source_run_id = 'e1'").fetchone()[0]
+    conn.commit()
+    assert pg.upsert_rows(conn, "exports", columns, "source_run_id", [("e1", 5, 6, 700)]) == 1
+    assert conn.execute("SELECT source_run_id, snapshots_added, runs_synced, warehouse_file_bytes"
+                        " FROM churn_metrics.exports ORDER BY 1").fetchall() == [
+        ("e1", 5, 6, 700), ("e2", 0, 1, 400)]
+    updated = conn.execute("SELECT exported_at FROM churn_metrics.exports"
+                           " WHERE source_run_id = 'e1'").fetchone()[0]
+    assert updated > first_export  # the row says when it last reached PostgreSQL
+
+
+def test_copy_rows_counts_what_it_copied_into_the_named_table(metrics):
+    rows = [kpi("s9", "r9", 3)]
+    assert pg.copy_rows(metrics, "kpi_snapshots", KPI, rows) == 1
+    assert pg.copy_rows(metrics, pg.table("kpi_snapshots"), KPI, []) == 0
+    assert metrics.execute("SELECT snapshot_id, source_run_id, snapshot_at, total_records"
+                           " FROM churn_metrics.kpi_snapshots").fetchall() == [
+        ("s9", "r9", AT, 3)]
+
+
+def test_the_reader_role_may_read_and_nothing_else(metrics, pg_dsn):
+    pg.grant_reader(metrics, "reader_x", "pw-1")
+    metrics.commit()
+    as_reader = make_conninfo(pg_dsn, user="reader_x", password="pw-1")
+    with psycopg.connect(as_reader) as reader:
+        assert reader.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (0,)
+        with pytest.raises((psycopg.errors.InsufficientPrivilege,
+                            psycopg.errors.ReadOnlySqlTransaction)):
+            reader.execute("DELETE FROM churn_metrics.kpi_snapshots")
+    setting = metrics.execute("SELECT current_setting('churn.reader_password', true)").fetchone()
+    assert setting[0] in ("", None)  # the password does not linger in the session
+
+
+def test_an_unreachable_server_is_a_transient_error_that_never_shows_the_password():
+    dsn = f"host=127.0.0.1 port={free_port()} dbname=m user=u password=hunter2 connect_timeout=3"
+    with pytest.raises(TransientError) as raised:
+        pg.connect(dsn)
+    message = str(raised.value)
+    assert message.startswith("metrics database (host=127.0.0.1 port=")
+    assert "dbname=m user=u) unavailable: " in message
+    assert "hunter2" not in message and raised.value.retryable
+
+
+def test_describe_dsn_names_host_port_database_and_user_only():
+    assert pg.describe_dsn("host=db port=5433 dbname=metrics user=exporter password=hunter2") == (
+        "host=db port=5433 dbname=metrics user=exporter")
+    assert pg.describe_dsn("postgresql://exporter:hunter2@db/metrics") == (
+        "host=db dbname=metrics user=exporter")
+    assert pg.describe_dsn("host=db") == "host=db"
+    assert pg.describe_dsn("not a dsn ===") == "<unparsable connection string>"
