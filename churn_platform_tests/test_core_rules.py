@@ -559,3 +559,49 @@ def test_describe_dsn_names_host_port_database_and_user_only():
         "host=db dbname=metrics user=exporter")
     assert pg.describe_dsn("host=db") == "host=db"
     assert pg.describe_dsn("not a dsn ===") == "<unparsable connection string>"
+
+
+# --- the warehouse: history merges by key, lock and error messages -------------------------------
+
+from churn_platform.core import warehouse as wh  # noqa: E402
+
+
+def test_a_column_added_to_snapshots_joins_the_history_with_nulls_for_older_rows():
+    conn = duckdb.connect()
+    wh.write_table(conn, "analytics", "h", wh.SqlTable("SELECT 's1' AS k, 1 AS a",
+                                                      history_key="k"))
+    written = wh.write_table(conn, "analytics", "h", wh.SqlTable(
+        "SELECT 's2' AS k, 2 AS a, 'x''y' AS \"new col\"", history_key="k"))
+    assert conn.execute("SELECT k, a, \"new col\" FROM analytics.h ORDER BY k").fetchall() == [
+        ("s1", 1, None), ("s2", 2, "x'y")]
+    assert written.columns == [("k", "VARCHAR"), ("a", "INTEGER"), ("new col", "VARCHAR")]
+    assert written.snapshot == {"a": 2}  # a one-row snapshot's numbers; text is left out
+    # The same key again replaces its row (row identity: one row per key, the new values)
+    wh.write_table(conn, "analytics", "h", wh.SqlTable("SELECT 's1' AS k, 9 AS a",
+                                                      history_key="k"))
+    assert conn.execute("SELECT k, a FROM analytics.h ORDER BY k").fetchall() == [
+        ("s1", 9), ("s2", 2)]
+    many = wh.write_table(conn, "analytics", "h", wh.SqlTable(
+        "SELECT 's' || i AS k, i AS a FROM range(3, 5) t(i)", history_key="k"))
+    assert many.snapshot == {} and many.row_count == 4
+
+
+def test_a_lock_error_names_the_holder_or_says_it_is_unknown():
+    held = duckdb.IOException('Could not set lock on file "w.duckdb": Conflicting lock is held'
+                              " in /usr/bin/python3 (PID 42)\nSee also ...")
+    message = str(wh._locked("w.duckdb", held, 2.4))
+    assert message == (
+        "DuckDB file w.duckdb is locked by another process (/usr/bin/python3 (PID 42)); waited"
+        " 2 s. Close that process's connection (a notebook, a BI tool, another run) or raise"
+        " CHURN_DUCKDB_LOCK_TIMEOUT, then run again.")
+    anonymous = str(wh._locked("w.duckdb", duckdb.IOException("lock"), 60))
+    assert "(unknown holder); waited 60 s." in anonymous
+
+
+def test_duckdb_errors_are_cut_before_the_echoed_line_and_the_option_dump():
+    error = duckdb.InvalidInputException(
+        "Invalid Input Error: Could not convert\n\nOriginal Line: C-SECRET,1\n"
+        "  file = /data/in.csv\n  delimiter = ,\nmore after")
+    assert wh.clean_duckdb_error(error) == "Invalid Input Error: Could not convert"
+    error = duckdb.InvalidInputException("Bad\nPossible fixes: x\nC-SECRET")
+    assert wh.clean_duckdb_error(error) == "Bad"
