@@ -605,3 +605,57 @@ def test_duckdb_errors_are_cut_before_the_echoed_line_and_the_option_dump():
     assert wh.clean_duckdb_error(error) == "Invalid Input Error: Could not convert"
     error = duckdb.InvalidInputException("Bad\nPossible fixes: x\nC-SECRET")
     assert wh.clean_duckdb_error(error) == "Bad"
+
+
+# --- a mapping's renamed columns reach every statement, and imputed constants are literals -------
+
+from churn_platform.core.source import SourceFileError, read_header  # noqa: E402
+from churn_platform.core.transform import analytics_sql, rejected_sql  # noqa: E402
+
+
+def test_renamed_source_columns_are_typed_imputed_and_rejected_under_their_own_names():
+    """A mapping binds fields to other columns: the statistic, analytics and rejections all read
+    those columns, never the default names (which the staging table here does not have)."""
+    renamed = tuple(dataclasses.replace(f, source_column=f"src_{f.name}") for f in FIELDS)
+    conn = duckdb.connect()
+    good = {"customer_id": "C1", "age": "30", "gender": "Male", "tenure": "1",
+            "monthly_charges": "10", "contract_type": "One-Year", "internet_service": "DSL",
+            "total_charges": "10", "tech_support": "No", "churn": "No"}
+    rows = [good, {**good, "customer_id": "C2", "age": "40"}, {**good, "customer_id": "C3",
+                                                              "age": ""},
+            {**good, "customer_id": "C4", "age": "x"}]
+    select = " UNION ALL ".join(
+        "SELECT " + ", ".join(f"'{r[f.name]}' AS src_{f.name}" for f in FIELDS)
+        + f", {i + 2} AS source_row, TIMESTAMP '2026-01-01' AS load_timestamp"
+        for i, r in enumerate(rows))
+    conn.execute(f"CREATE TABLE staging AS {select}")
+    sql, params = analytics_sql("SELECT * FROM staging", None, datetime(2026, 1, 2), renamed)
+    conn.execute(f"CREATE TABLE analytics AS {sql}", params)
+    assert conn.execute("SELECT source_row, age, processed_timestamp FROM analytics"
+                        " ORDER BY 1").fetchall() == [
+        (2, 30, datetime(2026, 1, 2)), (3, 40, datetime(2026, 1, 2)),
+        (4, 35, datetime(2026, 1, 2))]  # median of 30 and 40
+    rejected = conn.execute(rejected_sql("SELECT * FROM staging", "SELECT * FROM analytics",
+                                         renamed)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rejected] == [(5, "src_age", "not a number")]
+
+
+def test_an_imputed_constant_is_a_quoted_sql_literal():
+    fields = tuple(dataclasses.replace(f, impute="it's \"odd\"\\") if f.name == "gender" else f
+                   for f in FIELDS)
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE staging AS SELECT " + ", ".join(
+        f"'{v}' AS \"{f.source_column}\"" for f, v in zip(
+            FIELDS, ["C1", "30", "", "1", "10", "One-Year", "DSL", "10", "No", "No"]))
+        + ", 2 AS source_row, TIMESTAMP '2026-01-01' AS load_timestamp")
+    sql, params = analytics_sql("SELECT * FROM staging", None, datetime(2026, 1, 2), fields)
+    assert conn.execute(f"SELECT gender FROM ({sql})", params).fetchall() == [
+        ("it's \"odd\"\\",)]
+
+
+def test_a_missing_source_file_is_named_in_the_error(tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(SourceFileError) as raised:
+        read_header(missing)
+    assert str(raised.value) == (
+        f"{missing}: file not found (set CHURN_SOURCE_CSV to the source CSV)")
