@@ -659,3 +659,44 @@ def test_a_missing_source_file_is_named_in_the_error(tmp_path):
         read_header(missing)
     assert str(raised.value) == (
         f"{missing}: file not found (set CHURN_SOURCE_CSV to the source CSV)")
+
+
+def test_connect_waits_10_seconds_by_default_or_the_dsn_connect_timeout(pg_dsn):
+    with pg.connect(pg_dsn) as conn:
+        assert conn.info.get_parameters()["connect_timeout"] == "10"
+        assert conn.execute("SELECT current_database()").fetchone()[0] in pg_dsn
+    with pg.connect(make_conninfo(pg_dsn, connect_timeout="3")) as conn:
+        assert conn.info.get_parameters()["connect_timeout"] == "3"
+
+
+def test_a_driver_message_echoing_the_password_is_masked():
+    """libpq echoes what it could not use; here the password doubles as the unresolvable host."""
+    secret = "no-such-host.invalid"
+    with pytest.raises(TransientError) as raised:
+        pg.connect(f"host={secret} dbname=m user=u password={secret} connect_timeout=3")
+    _, driver_message = str(raised.value).split(" unavailable: ")
+    assert secret not in driver_message
+    assert "'***'" in driver_message
+
+
+def test_the_backup_command_lists_oldest_first_and_restores_into_a_new_file(
+    tmp_path, monkeypatch, capsys
+):
+    root = tmp_path / "backups"
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(root))
+    assert backups.main(["list"]) == 0 and capsys.readouterr().out == ""
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 7 AS x")
+        newer = backups.take_backup(conn, root, NOW)
+        older = backups.take_backup(conn, root, NOW - timedelta(hours=1))
+    assert backups.main(["list"]) == 0
+    assert capsys.readouterr().out == f"{older}\n{newer}\n"
+    target = tmp_path / "restored.duckdb"
+    assert backups.main(["restore", str(newer), str(target)]) == 0
+    assert capsys.readouterr().err == f"restored {newer} into {target}\n"
+    with duckdb.connect(str(target)) as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
+    with pytest.raises(FileExistsError, match="restore into a new file"):
+        backups.main(["restore", str(newer), str(target)])
+    with pytest.raises(SystemExit):
+        backups.main([])
