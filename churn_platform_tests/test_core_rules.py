@@ -700,3 +700,25 @@ def test_the_backup_command_lists_oldest_first_and_restores_into_a_new_file(
         backups.main(["restore", str(newer), str(target)])
     with pytest.raises(SystemExit):
         backups.main([])
+
+
+def test_a_backup_folder_is_created_with_its_parents_and_a_crashed_partial_is_discarded(tmp_path):
+    root = tmp_path / "a" / "b" / "backups"
+    partial = root / f".partial-{backups.backup_name(NOW)}"
+    partial.mkdir(parents=True)
+    (partial / "stale.parquet").write_text("left by a crash")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+        taken = backups.take_backup(conn, root, NOW)
+        assert not (taken / "stale.parquet").exists() and not partial.exists()
+        fresh = backups.take_backup(conn, tmp_path / "new" / "deeper", NOW)
+    assert fresh.is_dir()
+
+
+def test_restore_refuses_an_existing_file_and_says_what_to_do(tmp_path):
+    existing = tmp_path / "w.duckdb"
+    existing.write_bytes(b"")
+    with pytest.raises(FileExistsError) as raised:
+        backups.restore_backup(tmp_path / "any", existing)
+    assert str(raised.value) == (f"{existing} exists: restore into a new file, then point"
+                                 " CHURN_DUCKDB_PATH at it")
