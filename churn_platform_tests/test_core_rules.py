@@ -722,3 +722,26 @@ def test_restore_refuses_an_existing_file_and_says_what_to_do(tmp_path):
         backups.restore_backup(tmp_path / "any", existing)
     assert str(raised.value) == (f"{existing} exists: restore into a new file, then point"
                                  " CHURN_DUCKDB_PATH at it")
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda p: p.mkdir(), "is not a regular file"),
+    (lambda p: p.write_bytes(b""), "is empty: expected a header line and data rows"),
+    (lambda p: p.write_bytes(b"\n\nx"), "is empty: expected a header line and data rows"),
+])
+def test_each_unreadable_source_is_named_with_its_problem(tmp_path, make, problem):
+    path = tmp_path / "in.csv"
+    make(path)
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert (str(raised.value), raised.value.problem) == (f"{path}: {problem}", problem)
+
+
+def test_a_source_that_fails_to_read_is_named_with_the_system_error():
+    # A regular file whose read fails (EIO), even for root: reading its own memory at offset 0.
+    path = Path("/proc/self/mem")
+    if not path.is_file():
+        pytest.skip("needs Linux /proc")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert str(raised.value) == f"{path}: cannot be read (Input/output error)"
