@@ -745,3 +745,26 @@ def test_a_source_that_fails_to_read_is_named_with_the_system_error():
     with pytest.raises(SourceFileError) as raised:
         read_header(path)
     assert str(raised.value) == f"{path}: cannot be read (Input/output error)"
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b"a,b\n", "has no line 3 (the mapping's csv.header_row)"),
+    (b"title\nsub\n \t\nx,y\n", "line 3, the header, is empty"),
+])
+def test_a_header_row_past_the_end_or_blank_is_named_with_the_file(tmp_path, text, problem):
+    from churn_platform.core.mapping import Dialect
+    path = tmp_path / "in.csv"
+    path.write_bytes(text)
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path, Dialect(header_row=3))
+    assert str(raised.value) == f"{path}: {problem}"
+
+
+def test_the_backup_command_describes_itself(capsys):
+    with pytest.raises(SystemExit) as exited:
+        backups.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "List or restore warehouse backups." in text
+    assert "backups under CHURN_BACKUP_DIR, oldest first" in text
+    assert "load a backup into a new DuckDB file" in text
