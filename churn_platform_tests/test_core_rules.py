@@ -768,3 +768,41 @@ def test_the_backup_command_describes_itself(capsys):
     assert "List or restore warehouse backups." in text
     assert "backups under CHURN_BACKUP_DIR, oldest first" in text
     assert "load a backup into a new DuckDB file" in text
+
+
+def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_blanks(tmp_path):
+    from churn_platform.core.mapping import Dialect
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"'x;y';b ;MAX\r\n1;2;3\r\n")
+    assert read_header(path, Dialect(delimiter=";", quote="'")) == ["x;y", "b ", "MAX"]
+
+
+def test_a_header_that_is_not_utf8_names_the_byte_its_position_and_the_fix(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"ab,\xe9c\n1,2\n")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert str(raised.value) == (
+        f"{path}: line 1 is not UTF-8 text (byte 0xe9 at position 4; set csv.encoding: latin-1"
+        " in the source mapping if the export is Latin-1)")
+
+
+def test_category_spellings_trim_the_same_blanks_as_the_sql():
+    """normalize() and the typing SQL agree on what a blank is (mapping.BLANKS): other Unicode
+    spaces are text, in Python as in DuckDB."""
+    from churn_platform.core.mapping import normalize
+    assert normalize("\u00a0\tYes \n") == "yes"
+    assert normalize("\u2003Yes\x0b") == "\u2003yes\x0b"
+
+
+def test_every_alias_problem_is_reported_and_the_good_aliases_still_bound(tmp_path):
+    from churn_platform.core.mapping import read_mapping
+    path = tmp_path / "m.yaml"
+    path.write_text("fields:\n  customer_id: CustomerID\n  churn:\n    column: Churn\n"
+                    "    aliases:\n      j: [Yes]\n      nope: Maybe\n      ja: Yes\n")
+    mapping, problems = read_mapping(path)
+    assert problems == [
+        "fields.churn.aliases: expected text on both sides, got 'j': ['Yes']",
+        "fields.churn.aliases: 'nope' -> 'Maybe' names no category of churn (accepted: Yes, No)",
+    ]
+    assert mapping.field("churn").aliases == (("ja", "Yes"),)
