@@ -765,9 +765,9 @@ def test_the_backup_command_describes_itself(capsys):
         backups.main(["--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    assert "List or restore warehouse backups." in text
-    assert "backups under CHURN_BACKUP_DIR, oldest first" in text
-    assert "load a backup into a new DuckDB file" in text
+    assert "\n\nList or restore warehouse backups.\n" in text
+    assert "  backups under CHURN_BACKUP_DIR, oldest first\n" in text
+    assert "  load a backup into a new DuckDB file\n" in text
 
 
 def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_blanks(tmp_path):
@@ -775,6 +775,8 @@ def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_bla
     path = tmp_path / "in.csv"
     path.write_bytes(b"'x;y';b ;MAX\r\n1;2;3\r\n")
     assert read_header(path, Dialect(delimiter=";", quote="'")) == ["x;y", "b ", "MAX"]
+    path.write_bytes(b"a;b \r\n1;2\r\n")  # a trailing blank is part of the last name
+    assert read_header(path, Dialect(delimiter=";")) == ["a", "b "]
 
 
 def test_a_header_that_is_not_utf8_names_the_byte_its_position_and_the_fix(tmp_path):
