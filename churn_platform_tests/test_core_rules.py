@@ -808,3 +808,42 @@ def test_every_alias_problem_is_reported_and_the_good_aliases_still_bound(tmp_pa
         "fields.churn.aliases: 'nope' -> 'Maybe' names no category of churn (accepted: Yes, No)",
     ]
     assert mapping.field("churn").aliases == (("ja", "Yes"),)
+
+
+def header_problems_of(*extra: str, header: list[str] | None = None) -> list[str]:
+    from churn_platform.core.mapping import DEFAULT_MAPPING, load_mapping
+    from churn_platform.core.source import header_problems
+    columns = [f.source_column for f in FIELDS]
+    return header_problems(header if header is not None else [*columns, *extra],
+                           load_mapping(DEFAULT_MAPPING))
+
+
+def test_a_name_repeated_exactly_is_a_duplicate_and_one_repeated_in_other_case_says_why():
+    assert header_problems_of("Age") == ["columns named more than once: Age"]
+    assert header_problems_of("churn") == [
+        "columns named more than once (DuckDB ignores case): Churn, churn"]
+    assert header_problems_of() == []
+
+
+def test_unnamed_columns_are_listed_by_position_when_the_header_has_several():
+    columns = [f.source_column for f in FIELDS]
+    assert header_problems_of(header=["", *columns, " "]) == [
+        "header columns without a name, by position: 1, 12"]
+    assert header_problems_of(header=["", "x"])[-1] == (
+        "header columns without a name, by position: 1")
+
+
+def test_a_one_column_header_says_so_with_a_guess_only_when_there_is_one():
+    missing = "missing required columns: " + ", ".join(f.source_column for f in FIELDS)
+    assert header_problems_of(header=["abc"]) == [
+        missing, "the header has a single column; columns must be separated by ','"]
+    assert header_problems_of(header=["a;b"])[-1] == (
+        "the header has a single column (it looks delimited by ';'); columns must be separated"
+        " by ','")
+    assert header_problems_of(header=[""]) == [
+        missing, "the header has a single column; columns must be separated by ','"]
+
+
+def test_columns_named_like_stagings_own_are_all_listed():
+    assert header_problems_of("source_row", "Load_Timestamp") == [
+        "columns named like those staging adds: source_row, Load_Timestamp"]
