@@ -847,3 +847,27 @@ def test_a_one_column_header_says_so_with_a_guess_only_when_there_is_one():
 def test_columns_named_like_stagings_own_are_all_listed():
     assert header_problems_of("source_row", "Load_Timestamp") == [
         "columns named like those staging adds: source_row, Load_Timestamp"]
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "yes", "YES"])
+def test_a_field_is_left_out_with_absent_true_or_yes(tmp_path, spelling):
+    from churn_platform.core.mapping import read_mapping
+    path = tmp_path / "m.yaml"
+    path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n"
+                    f"  age:\n    absent: {spelling}\n")
+    mapping, problems = read_mapping(path)
+    assert problems == [] and mapping.field("age").absent
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("    column: Age\n    absent: true\n", "fields.age: has both `column` and `absent`; choose one"),
+    ("    column: [Age]\n", "fields.age: expected `column: <source column>` or `absent: true`"),
+    ("    absent: no\n", "fields.age.absent: expected `true`, got 'no'"),
+])
+def test_a_field_entry_that_is_not_clear_binds_no_column(tmp_path, entry, problem):
+    from churn_platform.core.mapping import read_mapping
+    path = tmp_path / "m.yaml"
+    path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n  age:\n{entry}")
+    mapping, problems = read_mapping(path)
+    assert problems == [problem]
+    assert mapping.field("age").source_column is None
