@@ -871,3 +871,17 @@ def test_a_field_entry_that_is_not_clear_binds_no_column(tmp_path, entry, proble
     mapping, problems = read_mapping(path)
     assert problems == [problem]
     assert mapping.field("age").source_column is None
+
+
+@pytest.mark.parametrize("csv_section, problems", [
+    ("  quote: ab\n", ["csv.quote: expected one character, got 'ab'"]),
+    ("  delimiter: \"\\n\"\n", ["csv.delimiter: expected one character, got '\\n'"]),
+    ("  delimiter: X\n  quote: \"|\"\n", []),  # any one character but a line break
+])
+def test_the_delimiter_and_quote_are_one_character_each_and_not_a_line_break(
+    tmp_path, csv_section, problems
+):
+    from churn_platform.core.mapping import read_mapping
+    path = tmp_path / "m.yaml"
+    path.write_text(f"csv:\n{csv_section}fields:\n  customer_id: CustomerID\n  churn: Churn\n")
+    assert read_mapping(path)[1] == problems
