@@ -63,8 +63,8 @@ def test_a_good_row_breaks_no_rule():
                                                ("A", True), (None, True)])
 def test_outside_means_null_or_not_one_of_the_values(value, is_outside):
     sql = outside("x", ["a", "b"])
-    assert duckdb.execute(f"SELECT {sql} FROM (SELECT {duckdb_literal(value)} AS x)").fetchone()[0] \
-        is is_outside
+    row = duckdb.execute(f"SELECT {sql} FROM (SELECT {duckdb_literal(value)} AS x)").fetchone()
+    assert row[0] is is_outside
 
 
 @pytest.mark.parametrize("column, bad", [

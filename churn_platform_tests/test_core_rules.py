@@ -8,12 +8,29 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from churn_platform.core import backups, settings
+from churn_platform.core import warehouse as wh
+from churn_platform.core.errors import TransientError
+from churn_platform.core.export import postgres as pg
 from churn_platform.core.export import snapshots
 from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.mapping import (
+    DEFAULT_MAPPING,
+    Dialect,
+    load_mapping,
+    normalize,
+    read_mapping,
+)
 from churn_platform.core.pseudonymize import hmac_pads, pseudonym, pseudonym_sql
+from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
+from churn_platform.core.source import SourceFileError, header_problems, read_header
+from churn_platform.core.transform import analytics_sql, rejected_sql
+from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
+from churn_platform_tests.postgres import free_port
 
 # --- pseudonym key handling -------------------------------------------------------------------
 
@@ -154,7 +171,8 @@ def test_backups_are_complete_folders_named_by_time_oldest_first(tmp_path):
     assert ages(tmp_path) == [timedelta(hours=2), timedelta(hours=1)]
     name = backups.backup_name(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
     assert name == "warehouse-20260102T030405000006Z"
-    assert backups.taken_at(Path("/b") / name) == datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert backups.taken_at(Path("/b") / name) == at
 
 
 def test_a_backup_is_taken_whole_and_restores_every_table(tmp_path):
@@ -237,7 +255,6 @@ def test_a_history_table_not_yet_written_has_nothing_missing():
 
 # --- data-quality and churn-by-segment snapshots: every figure on a hand-made run ---------------
 
-from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql  # noqa: E402
 
 SNAPSHOT = {"snapshot_id": "s1", "run_id": "r1", "snapshot_at": datetime(2026, 1, 1)}
 
@@ -324,7 +341,6 @@ def test_churn_by_segment_counts_customers_churned_and_rate_per_segment_of_each_
 
 # --- typing: every range on both sides of its bound, blanks, imputation -------------------------
 
-from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv  # noqa: E402
 
 ROW = ["C1", "40", "Female", "10", "70.5", "One-Year", "DSL", "705", "Yes", "No"]
 COLUMN = {f.name: i for i, f in enumerate(FIELDS)}
@@ -455,12 +471,6 @@ def test_offending_values_keep_exactly_200_characters(tmp_path):
 
 # --- the PostgreSQL side of the export (a real server: the postgres fixtures) -------------------
 
-import psycopg  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
-
-from churn_platform.core.errors import TransientError  # noqa: E402
-from churn_platform.core.export import postgres as pg  # noqa: E402
-from churn_platform_tests.postgres import free_port  # noqa: E402
 
 KPI = spec("kpi_snapshots").columns
 SEGMENTS = spec("churn_by_segment").columns
@@ -563,8 +573,6 @@ def test_describe_dsn_names_host_port_database_and_user_only():
 
 # --- the warehouse: history merges by key, lock and error messages -------------------------------
 
-from churn_platform.core import warehouse as wh  # noqa: E402
-
 
 def test_a_column_added_to_snapshots_joins_the_history_with_nulls_for_older_rows():
     conn = duckdb.connect()
@@ -608,9 +616,6 @@ def test_duckdb_errors_are_cut_before_the_echoed_line_and_the_option_dump():
 
 
 # --- a mapping's renamed columns reach every statement, and imputed constants are literals -------
-
-from churn_platform.core.source import SourceFileError, read_header  # noqa: E402
-from churn_platform.core.transform import analytics_sql, rejected_sql  # noqa: E402
 
 
 def test_renamed_source_columns_are_typed_imputed_and_rejected_under_their_own_names():
@@ -752,7 +757,6 @@ def test_a_source_that_fails_to_read_is_named_with_the_system_error():
     (b"title\nsub\n \t\nx,y\n", "line 3, the header, is empty"),
 ])
 def test_a_header_row_past_the_end_or_blank_is_named_with_the_file(tmp_path, text, problem):
-    from churn_platform.core.mapping import Dialect
     path = tmp_path / "in.csv"
     path.write_bytes(text)
     with pytest.raises(SourceFileError) as raised:
@@ -771,7 +775,6 @@ def test_the_backup_command_describes_itself(capsys):
 
 
 def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_blanks(tmp_path):
-    from churn_platform.core.mapping import Dialect
     path = tmp_path / "in.csv"
     path.write_bytes(b"'x;y';b ;MAX\r\n1;2;3\r\n")
     assert read_header(path, Dialect(delimiter=";", quote="'")) == ["x;y", "b ", "MAX"]
@@ -792,13 +795,11 @@ def test_a_header_that_is_not_utf8_names_the_byte_its_position_and_the_fix(tmp_p
 def test_category_spellings_trim_the_same_blanks_as_the_sql():
     """normalize() and the typing SQL agree on what a blank is (mapping.BLANKS): other Unicode
     spaces are text, in Python as in DuckDB."""
-    from churn_platform.core.mapping import normalize
     assert normalize("\u00a0\tYes \n") == "yes"
     assert normalize("\u2003Yes\x0b") == "\u2003yes\x0b"
 
 
 def test_every_alias_problem_is_reported_and_the_good_aliases_still_bound(tmp_path):
-    from churn_platform.core.mapping import read_mapping
     path = tmp_path / "m.yaml"
     path.write_text("fields:\n  customer_id: CustomerID\n  churn:\n    column: Churn\n"
                     "    aliases:\n      j: [Yes]\n      nope: Maybe\n      ja: Yes\n")
@@ -811,8 +812,6 @@ def test_every_alias_problem_is_reported_and_the_good_aliases_still_bound(tmp_pa
 
 
 def header_problems_of(*extra: str, header: list[str] | None = None) -> list[str]:
-    from churn_platform.core.mapping import DEFAULT_MAPPING, load_mapping
-    from churn_platform.core.source import header_problems
     columns = [f.source_column for f in FIELDS]
     return header_problems(header if header is not None else [*columns, *extra],
                            load_mapping(DEFAULT_MAPPING))
@@ -851,7 +850,6 @@ def test_columns_named_like_stagings_own_are_all_listed():
 
 @pytest.mark.parametrize("spelling", ["true", "True", "yes", "YES"])
 def test_a_field_is_left_out_with_absent_true_or_yes(tmp_path, spelling):
-    from churn_platform.core.mapping import read_mapping
     path = tmp_path / "m.yaml"
     path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n"
                     f"  age:\n    absent: {spelling}\n")
@@ -860,12 +858,12 @@ def test_a_field_is_left_out_with_absent_true_or_yes(tmp_path, spelling):
 
 
 @pytest.mark.parametrize("entry, problem", [
-    ("    column: Age\n    absent: true\n", "fields.age: has both `column` and `absent`; choose one"),
+    ("    column: Age\n    absent: true\n",
+     "fields.age: has both `column` and `absent`; choose one"),
     ("    column: [Age]\n", "fields.age: expected `column: <source column>` or `absent: true`"),
     ("    absent: no\n", "fields.age.absent: expected `true`, got 'no'"),
 ])
 def test_a_field_entry_that_is_not_clear_binds_no_column(tmp_path, entry, problem):
-    from churn_platform.core.mapping import read_mapping
     path = tmp_path / "m.yaml"
     path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n  age:\n{entry}")
     mapping, problems = read_mapping(path)
@@ -881,7 +879,6 @@ def test_a_field_entry_that_is_not_clear_binds_no_column(tmp_path, entry, proble
 def test_the_delimiter_and_quote_are_one_character_each_and_not_a_line_break(
     tmp_path, csv_section, problems
 ):
-    from churn_platform.core.mapping import read_mapping
     path = tmp_path / "m.yaml"
     path.write_text(f"csv:\n{csv_section}fields:\n  customer_id: CustomerID\n  churn: Churn\n")
     assert read_mapping(path)[1] == problems
