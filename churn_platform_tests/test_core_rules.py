@@ -27,7 +27,12 @@ from churn_platform.core.mapping import (
 )
 from churn_platform.core.pseudonymize import hmac_pads, pseudonym, pseudonym_sql
 from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
-from churn_platform.core.source import SourceFileError, header_problems, read_header
+from churn_platform.core.source import (
+    SourceFileError,
+    check_header,
+    header_problems,
+    read_header,
+)
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
 from churn_platform_tests.postgres import free_port
@@ -882,3 +887,18 @@ def test_the_delimiter_and_quote_are_one_character_each_and_not_a_line_break(
     path = tmp_path / "m.yaml"
     path.write_text(f"csv:\n{csv_section}fields:\n  customer_id: CustomerID\n  churn: Churn\n")
     assert read_mapping(path)[1] == problems
+
+
+def test_every_header_problem_is_in_one_message_and_a_custom_mapping_is_named(tmp_path):
+    columns = [f.source_column for f in FIELDS]
+    with pytest.raises(SourceFileError) as raised:
+        check_header("in.csv", [*columns[1:], "Age", "source_row"])
+    assert str(raised.value) == (
+        "in.csv: missing required columns: CustomerID; columns named more than once: Age;"
+        " columns named like those staging adds: source_row")
+    custom = tmp_path / "m.yaml"
+    custom.write_text("fields:\n  customer_id: Id\n  churn: Churn\n")
+    with pytest.raises(SourceFileError) as raised:
+        check_header("in.csv", ["Churn", "Age"], load_mapping(custom))
+    assert str(raised.value) == (
+        f"in.csv: missing required columns: Id (source mapping {custom.resolve()})")
