@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from churn_platform.core import backups, settings
 from churn_platform.core import warehouse as wh
-from churn_platform.core.errors import TransientError
+from churn_platform.core.errors import PlatformError, TransientError
 from churn_platform.core.export import postgres as pg
 from churn_platform.core.export import snapshots
 from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
@@ -32,6 +32,7 @@ from churn_platform.core.source import (
     check_header,
     header_problems,
     read_header,
+    staging_table,
 )
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
@@ -902,3 +903,42 @@ def test_every_header_problem_is_in_one_message_and_a_custom_mapping_is_named(tm
         check_header("in.csv", ["Churn", "Age"], load_mapping(custom))
     assert str(raised.value) == (
         f"in.csv: missing required columns: Id (source mapping {custom.resolve()})")
+
+
+def stage(path: Path):
+    """Write the staging table of `path` into an in-memory warehouse: (connection, Written)."""
+    conn = duckdb.connect()
+    return conn, wh.write_table(conn, "staging", "customer_churn", staging_table(path))
+
+
+def test_staging_records_the_file_the_load_time_and_what_it_kept(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER},Extra\n{','.join(ROW)},x\n")
+    before = datetime.now(timezone.utc).replace(tzinfo=None)
+    conn, written = stage(path)
+    after = datetime.now(timezone.utc).replace(tzinfo=None)
+    [(source_file, loaded, source_row)] = conn.execute(
+        "SELECT source_file, load_timestamp, source_row FROM staging.customer_churn").fetchall()
+    assert (source_file, source_row) == (str(path.resolve()), 2)
+    assert before <= loaded <= after  # UTC, as DuckDB keeps it: naive
+    table = staging_table(path)
+    assert table.error_context == f"loading {path.resolve()}"
+    mapping = load_mapping(DEFAULT_MAPPING)
+    assert table.metadata == {
+        "source_file": str(path.resolve()), "source_columns": 11,
+        "source_mapping": mapping.path, "source_mapping_sha256": mapping.sha256,
+        "absent_fields": "none", "columns_kept_in_staging_only": "Extra"}
+    assert written.row_count == 1
+
+
+def test_a_header_without_rows_is_refused_naming_the_file(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n")
+    with pytest.raises(SourceFileError) as raised:
+        stage(path)
+    assert str(raised.value) == f"{path.resolve()}: has a header but no data rows"
+
+
+def test_a_row_duckdb_cannot_read_fails_naming_the_file_being_loaded(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)},1,2,3\n")
+    with pytest.raises(PlatformError) as raised:
+        stage(path)
+    assert str(raised.value).startswith(f"loading {path.resolve()}: ")
