@@ -942,3 +942,32 @@ def test_a_row_duckdb_cannot_read_fails_naming_the_file_being_loaded(tmp_path):
     with pytest.raises(PlatformError) as raised:
         stage(path)
     assert str(raised.value).startswith(f"loading {path.resolve()}: ")
+
+
+def test_a_source_rewritten_after_its_check_is_refused_and_nothing_is_loaded(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)}\n")
+    table = staging_table(path)  # the file is checked and fingerprinted here
+    with path.open("a") as handle:
+        handle.write(",".join(ROW) + "\n")
+    conn = duckdb.connect()
+    with pytest.raises(SourceFileError) as raised:
+        wh.write_table(conn, "staging", "customer_churn", table)
+    assert str(raised.value) == (
+        f"{path.resolve()}: changed while it was being read; nothing was loaded")
+    assert conn.execute("SELECT count(*) FROM information_schema.tables"
+                        " WHERE table_name = 'customer_churn'").fetchone() == (0,)
+
+
+def test_the_load_timestamp_is_utc_whatever_the_machines_time_zone(tmp_path, monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no summer time
+    time.tzset()
+    try:
+        path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)}\n")
+        conn, _ = stage(path)
+        loaded = conn.execute("SELECT load_timestamp FROM staging.customer_churn").fetchone()[0]
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        assert timedelta(0) <= now - loaded < timedelta(minutes=5)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
