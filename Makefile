@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup run test
+.PHONY: setup run test mutation
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,13 @@ run: setup
 test: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
 	$(PY) -m pytest
+
+# Mutation testing of the core (docs/mutation-testing.md): a fresh mutmut run, then its summary per
+# module. MUTANTS narrows it, e.g. MUTANTS='churn_platform.core.transform*'; MUTATION_CHILDREN
+# sets the parallel workers (2: the shared CI and dev machines have two cores).
+MUTATION_CHILDREN ?= 2
+MUTANTS ?=
+mutation: setup
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(PY) -m churn_platform_tests.support.mutation_summary

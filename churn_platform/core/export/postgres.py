@@ -143,6 +143,17 @@ def copy_rows(conn: psycopg.Connection, name: str | sql.Composable, columns: Seq
     return count
 
 
+def replace_snapshots(conn: psycopg.Connection, name: str, columns: Sequence[str],
+                      rows: Sequence[Sequence]) -> int:
+    """Copy snapshot rows (snapshot_id first), after removing every row of their snapshots: a
+    re-executed run replaced its snapshot in DuckDB, so it replaces it here, whole, too."""
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE snapshot_id = ANY(%s)").format(table(name)),
+        [sorted({row[0] for row in rows})],
+    )
+    return copy_rows(conn, name, columns, rows)
+
+
 def upsert_rows(conn: psycopg.Connection, name: str, columns: Sequence[str], key: str,
                 rows: Sequence[Sequence]) -> int:
     """COPY into a temporary table, then insert or update by key: bulk, and idempotent."""

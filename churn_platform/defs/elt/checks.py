@@ -10,37 +10,22 @@ are reported as absent, not checked: they hold a default or NULL by design.
 
 import dagster as dg
 
+from churn_platform.core import check_rules as rules_of
+from churn_platform.core.check_rules import DRIFT_MIN_HISTORY, DRIFT_STDDEVS
 from churn_platform.core.fields import (
     ANALYTICS_TABLE,
-    DERIVED_FROM,
     METRICS_TABLE,
-    MONTHLY_CHARGES_BANDS,
     REJECTED_TABLE,
     STAGING_TABLE,
-    TENURE_BANDS,
 )
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.publish import Tables, split_parity
 from churn_platform.core.transform import cell
-from churn_platform.core.warehouse import quote_ident, quote_literal
 from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, STAGING
 from churn_platform.defs.resources import ChurnSource
 from churn_platform.defs.warehouse_io import WarehouseResource
 
 SAMPLE_ROWS = 5
-DRIFT_STDDEVS = 2.0
-DRIFT_MIN_HISTORY = 3
-
-
-def _outside(column: str, values) -> str:
-    """True when the column is NULL or not one of the values (NULL is outside too)."""
-    return f"({column} IS NULL OR {column} NOT IN ({', '.join(quote_literal(v) for v in values)}))"
-
-
-def _absent_columns(mapping: SourceMapping) -> set[str]:
-    """Analytics columns holding a field the source lacks, or derived from one."""
-    absent = set(mapping.absent)
-    return absent | {column for column, base in DERIVED_FROM.items() if base in absent}
 
 
 def _absent_note(mapping: SourceMapping) -> dict:
@@ -72,7 +57,7 @@ def row_count_parity(conn, mapping: SourceMapping,
     p = split_parity(conn, t[STAGING_TABLE], t[ANALYTICS_TABLE], t[REJECTED_TABLE], SAMPLE_ROWS)
     staging, analytics, rejected, unaccounted = p.staging, p.analytics, p.rejected, p.unaccounted
     return dg.AssetCheckResult(
-        passed=staging == analytics + rejected and not unaccounted,
+        passed=rules_of.parity_passed(staging, analytics, rejected, unaccounted),
         metadata={
             "staging_rows": staging,
             "analytics_rows": analytics,
@@ -105,7 +90,7 @@ def pseudonyms_unique_and_present(conn, mapping: SourceMapping,
         """
     ).fetchone()
     return dg.AssetCheckResult(
-        passed=missing == 0 and collisions == 0,
+        passed=rules_of.pseudonyms_passed(missing, collisions),
         metadata={"missing pseudonyms": missing, "pseudonyms shared by customers": collisions},
     )
 
@@ -116,9 +101,8 @@ def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping,
     columns = [
         d[0] for d in conn.execute(f"SELECT * FROM {t[ANALYTICS_TABLE]} LIMIT 0").description
     ]
-    checked = [c for c in columns if c not in _absent_columns(mapping)]
     passed, metadata = _violations(
-        conn, t[ANALYTICS_TABLE], {c: f"{quote_ident(c)} IS NULL" for c in checked}
+        conn, t[ANALYTICS_TABLE], rules_of.null_rules(columns, mapping.absent)
     )
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
@@ -126,14 +110,7 @@ def no_nulls_in_cleaned_columns(conn, mapping: SourceMapping,
 def categories_accepted(conn, mapping: SourceMapping,
     t: Tables = Tables()) -> dg.AssetCheckResult:
     """Categories and bands hold only accepted values."""
-    rules = {f.name: _outside(f.name, f.categories) for f in mapping.fields if f.categories}
-    rules["tenure_category"] = _outside("tenure_category", [b for b, _ in TENURE_BANDS])
-    rules["monthly_charges_category"] = _outside(
-        "monthly_charges_category", [b for b, _ in MONTHLY_CHARGES_BANDS]
-    )
-    rules["churn_flag"] = "churn_flag IS DISTINCT FROM (churn = 'Yes')::INTEGER"
-    absent = _absent_columns(mapping)
-    rules = {column: rule for column, rule in rules.items() if column not in absent}
+    rules = rules_of.category_rules(mapping.fields, mapping.absent)
     passed, metadata = _violations(conn, t[ANALYTICS_TABLE], rules)
     return dg.AssetCheckResult(passed=passed, metadata={**metadata, **_absent_note(mapping)})
 
@@ -141,12 +118,7 @@ def categories_accepted(conn, mapping: SourceMapping,
 def numeric_ranges(conn, mapping: SourceMapping,
     t: Tables = Tables()) -> dg.AssetCheckResult:
     """Numbers within their ranges (age, tenure, charges)."""
-    rules = {}
-    for f in mapping.present:
-        bounds = [f"{f.name} < {f.min_value}"] if f.min_value is not None else []
-        bounds += [f"{f.name} > {f.max_value}"] if f.max_value is not None else []
-        if bounds:
-            rules[f.name] = " OR ".join(bounds)
+    rules = rules_of.range_rules(mapping.fields)
     passed, metadata = _violations(conn, t[ANALYTICS_TABLE], rules)
     ranges = conn.execute(
         "SELECT " + ", ".join(f"min({c}), max({c})" for c in rules) + f" FROM {t[ANALYTICS_TABLE]}"
@@ -164,7 +136,7 @@ def rejections_explained(conn, mapping: SourceMapping,
         f" count(*) - count(DISTINCT source_row) FROM {t[REJECTED_TABLE]}"
     ).fetchone()
     return dg.AssetCheckResult(
-        passed=unexplained == 0 and repeated == 0,
+        passed=rules_of.rejections_passed(unexplained, repeated),
         metadata={"rows without reason": unexplained, "source_rows rejected twice": repeated},
     )
 
@@ -256,17 +228,17 @@ def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         "earlier snapshots": history,
         "snapshots of other sources (not compared)": other_sources,
     }
-    if history < DRIFT_MIN_HISTORY or current is None:
+    passed = rules_of.drift_passed(current, mean, stddev, history)
+    if passed is None:
         metadata["note"] = (
             f"fewer than {DRIFT_MIN_HISTORY} earlier snapshots of this source: nothing to compare"
         )
         return dg.AssetCheckResult(
             passed=True, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
         )
-    deviation = abs(current - mean)
     metadata.update({"historical mean": round(mean, 2), "historical stddev": round(stddev, 2)})
     return dg.AssetCheckResult(
-        passed=deviation <= DRIFT_STDDEVS * stddev,
+        passed=passed,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
     )

@@ -75,13 +75,8 @@ def export_metrics(
                 new_rows = {s.name: missing_rows(duck, s, known[s.name], since)
                             for s in HISTORY_TABLES}
         for spec in HISTORY_TABLES:
-            rows = new_rows[spec.name]
-            # A re-executed run replaced its snapshot in DuckDB: replace it here too.
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE snapshot_id = ANY(%s)").format(pg.table(spec.name)),
-                [sorted({row[0] for row in rows})],
-            )
-            rows_added[spec.name] = pg.copy_rows(conn, spec.name, spec.columns, rows)
+            rows_added[spec.name] = pg.replace_snapshots(conn, spec.name, spec.columns,
+                                                          new_rows[spec.name])
 
         checks = _replace(conn, "asset_check_results", dagster_state.CHECK_COLUMNS,
                           dagster_state.check_rows(instance, check_keys))

@@ -1,0 +1,973 @@
+"""Rules of the core stated on both sides of each boundary, small and without Dagster: the tests
+written to kill the mutants that survived mutation testing (docs/mutation-testing.md)."""
+
+import dataclasses
+import hashlib
+import hmac
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from churn_platform.core import backups, settings
+from churn_platform.core import warehouse as wh
+from churn_platform.core.errors import PlatformError, TransientError
+from churn_platform.core.export import postgres as pg
+from churn_platform.core.export import snapshots
+from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.mapping import (
+    DEFAULT_MAPPING,
+    Dialect,
+    load_mapping,
+    normalize,
+    read_mapping,
+)
+from churn_platform.core.pseudonymize import hmac_pads, pseudonym, pseudonym_sql
+from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
+from churn_platform.core.source import (
+    SourceFileError,
+    check_header,
+    header_problems,
+    read_header,
+    staging_table,
+)
+from churn_platform.core.transform import analytics_sql, rejected_sql
+from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
+from churn_platform_tests.postgres import free_port
+
+# --- pseudonym key handling -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 200])
+def test_keyed_pseudonyms_are_hmac_sha256_for_keys_of_every_length(length):
+    """RFC 2104: a key up to the block size (64 bytes) is padded as is; a longer one is hashed."""
+    key = bytes(range(1, length + 1)) if length < 256 else b"k" * length
+    expected = hmac.new(key, b"C-42", hashlib.sha256).hexdigest()[:32]
+    assert pseudonym("C-42", key).replace("-", "") == expected
+    sql, params = pseudonym_sql("id", key)
+    [(value,)] = duckdb.execute(f"SELECT {sql} FROM (SELECT 'C-42' AS id)", params).fetchall()
+    assert str(value).replace("-", "") == expected
+
+
+def test_hmac_pads_are_the_key_padded_to_64_bytes_xored_with_0x36_and_0x5c():
+    inner, outer = hmac_pads(b"\x01" * 64)
+    assert inner == b"\x37" * 64 and outer == b"\x5d" * 64
+    inner, outer = hmac_pads(b"\x01")
+    assert inner == b"\x37" + b"\x36" * 63 and outer == b"\x5d" + b"\x5c" * 63
+
+
+# --- settings: each variable's default, and the variable read when set --------------------------
+
+SETTINGS = [
+    ("CHURN_SOURCE_CSV", settings.source_csv, "/x/in.csv", "/x/in.csv", str(settings.SAMPLE_CSV)),
+    ("CHURN_SOURCE_MAPPING", settings.source_mapping, "/x/m.yaml", "/x/m.yaml",
+     str(settings.DEFAULT_SOURCE_MAPPING)),
+    ("CHURN_DUCKDB_PATH", settings.duckdb_path, "/x/w.duckdb", "/x/w.duckdb",
+     str(settings.DEFAULT_DUCKDB_PATH)),
+    ("CHURN_DUCKDB_LOCK_TIMEOUT", settings.duckdb_lock_timeout_seconds, "2.5", 2.5, 60.0),
+    ("CHURN_RETRY_DELAY_SECONDS", settings.retry_delay_seconds, "7", 7.0, 300.0),
+    ("CHURN_BACKUP_DIR", settings.backup_dir, "/x/b", Path("/x/b"),
+     settings.PROJECT_ROOT / "data" / "backups"),
+    ("CHURN_BACKUP_KEEP", settings.backup_keep, "3", 3, 24),
+    ("CHURN_BACKUP_MAX_AGE_HOURS", settings.backup_max_age, "1.5", timedelta(minutes=90),
+     timedelta(hours=168)),
+    ("CHURN_METRICS_DSN", settings.metrics_dsn, "host=db", "host=db", None),
+    ("CHURN_METRICS_RETENTION_DAYS", settings.metrics_retention, "2", timedelta(days=2),
+     timedelta(days=400)),
+]
+
+
+@pytest.mark.parametrize("variable, read, value, expected, default", SETTINGS,
+                         ids=[s[0] for s in SETTINGS])
+def test_each_setting_has_its_documented_default_and_reads_its_variable(
+    monkeypatch, variable, read, value, expected, default
+):
+    monkeypatch.delenv(variable, raising=False)
+    assert read() == default
+    monkeypatch.setenv(variable, value)
+    assert read() == expected
+
+
+def test_settings_paths_are_the_projects():
+    root = Path(settings.__file__).resolve().parents[2]
+    assert settings.PROJECT_ROOT == root
+    assert settings.SAMPLE_CSV == root / "data" / "customer_churn_data.csv"
+    assert settings.DEFAULT_DUCKDB_PATH == root / "data" / "churn_warehouse.duckdb"
+    assert settings.DEFAULT_SOURCE_MAPPING == root / "churn_platform/core/mappings/default.yaml"
+
+
+@pytest.mark.parametrize("variable", ["CHURN_SOURCE_CSV", "CHURN_DUCKDB_PATH", "CHURN_METRICS_DSN"])
+def test_an_empty_setting_means_its_default(monkeypatch, variable):
+    monkeypatch.setenv(variable, "")
+    read = {"CHURN_SOURCE_CSV": settings.source_csv, "CHURN_DUCKDB_PATH": settings.duckdb_path,
+            "CHURN_METRICS_DSN": settings.metrics_dsn}[variable]
+    assert read() == {"CHURN_SOURCE_CSV": str(settings.SAMPLE_CSV),
+                      "CHURN_DUCKDB_PATH": str(settings.DEFAULT_DUCKDB_PATH),
+                      "CHURN_METRICS_DSN": None}[variable]
+
+
+def test_duckdb_config_bounds_memory_and_sets_threads_only_when_asked(monkeypatch):
+    monkeypatch.delenv("CHURN_DUCKDB_MEMORY_LIMIT", raising=False)
+    monkeypatch.delenv("CHURN_DUCKDB_THREADS", raising=False)
+    assert settings.duckdb_config() == {"memory_limit": "1GB"}
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "3GB")
+    monkeypatch.setenv("CHURN_DUCKDB_THREADS", "2")
+    assert settings.duckdb_config() == {"memory_limit": "3GB", "threads": "2"}
+
+
+def test_grafana_reader_needs_a_password_and_defaults_its_name(monkeypatch):
+    monkeypatch.delenv("CHURN_GRAFANA_DB_PASSWORD", raising=False)
+    monkeypatch.delenv("CHURN_GRAFANA_DB_USER", raising=False)
+    assert settings.grafana_reader() is None
+    monkeypatch.setenv("CHURN_GRAFANA_DB_PASSWORD", "")
+    assert settings.grafana_reader() is None
+    monkeypatch.setenv("CHURN_GRAFANA_DB_PASSWORD", "s3cret")
+    assert settings.grafana_reader() == ("grafana_reader", "s3cret")
+    monkeypatch.setenv("CHURN_GRAFANA_DB_USER", "viewer")
+    assert settings.grafana_reader() == ("viewer", "s3cret")
+
+
+# --- backup pruning: exactly at `keep` and at `max_age` ----------------------------------------
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+def backups_aged(root: Path, *ages: timedelta) -> None:
+    for age in ages:
+        (root / backups.backup_name(NOW - age)).mkdir()
+
+
+def ages(root: Path) -> list[timedelta]:
+    return [NOW - backups.taken_at(b) for b in backups.list_backups(root)]
+
+
+@pytest.mark.parametrize("count, keep, left", [(3, 3, 3), (4, 3, 3), (3, 4, 3), (3, 1, 1),
+                                               (2, 0, 1)])
+def test_pruning_keeps_exactly_the_newest_keep_backups(tmp_path, count, keep, left):
+    hours = [timedelta(hours=h) for h in range(1, count + 1)]
+    backups_aged(tmp_path, *hours)
+    removed = backups.prune_backups(tmp_path, keep=keep, max_age=timedelta(days=9), now=NOW)
+    assert ages(tmp_path) == sorted(hours, reverse=True)[count - left:]  # oldest first
+    assert len(removed) == count - left
+
+
+def test_pruning_keeps_a_backup_exactly_max_age_old_and_removes_one_a_microsecond_older(tmp_path):
+    max_age = timedelta(hours=48)
+    backups_aged(tmp_path, timedelta(hours=1), max_age, max_age + timedelta(microseconds=1))
+    removed = backups.prune_backups(tmp_path, keep=10, max_age=max_age, now=NOW)
+    assert [NOW - backups.taken_at(b) for b in removed] == [max_age + timedelta(microseconds=1)]
+    assert ages(tmp_path) == [max_age, timedelta(hours=1)]
+
+
+def test_the_newest_backup_stays_however_old(tmp_path):
+    backups_aged(tmp_path, timedelta(days=30), timedelta(days=40))
+    backups.prune_backups(tmp_path, keep=5, max_age=timedelta(hours=1), now=NOW)
+    assert ages(tmp_path) == [timedelta(days=30)]
+
+
+def test_backups_are_complete_folders_named_by_time_oldest_first(tmp_path):
+    assert backups.list_backups(tmp_path / "nowhere") == []
+    backups_aged(tmp_path, timedelta(hours=2), timedelta(hours=1))
+    (tmp_path / backups.backup_name(NOW - timedelta(hours=3))).write_text("a file, not a backup")
+    (tmp_path / ".partial-warehouse-20260601T000000000000Z").mkdir()
+    (tmp_path / "other").mkdir()
+    assert ages(tmp_path) == [timedelta(hours=2), timedelta(hours=1)]
+    name = backups.backup_name(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
+    assert name == "warehouse-20260102T030405000006Z"
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert backups.taken_at(Path("/b") / name) == at
+
+
+def test_a_backup_is_taken_whole_and_restores_every_table(tmp_path):
+    source = tmp_path / "w.duckdb"
+    with duckdb.connect(str(source)) as conn:
+        conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.t AS SELECT 1 AS x")
+        (tmp_path / "b" / f".partial-{backups.backup_name(NOW)}").mkdir(parents=True)
+        taken = backups.take_backup(conn, tmp_path / "b", NOW)
+    assert taken == tmp_path / "b" / backups.backup_name(NOW) and taken.is_dir()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [taken.name]  # no partial left
+    backups.restore_backup(taken, tmp_path / "restored.duckdb")
+    with duckdb.connect(str(tmp_path / "restored.duckdb")) as conn:
+        assert conn.execute("SELECT x FROM analytics.t").fetchall() == [(1,)]
+
+
+# --- the export's reads of DuckDB history: by run id, since the retention, oldest first ---------
+
+
+@pytest.fixture
+def history():
+    """An in-memory warehouse with three metrics snapshots and their segments."""
+    conn = duckdb.connect()
+    counts = {"customer_id": 1, "age": 2, "gender": "NULL"}  # gender: absent from the source
+    missing = ", ".join(f"{counts.get(f.name, 0)}::BIGINT AS missing_{f.name}" for f in FIELDS)
+    conn.execute(f"""
+        CREATE SCHEMA analytics;
+        CREATE TABLE {METRICS_TABLE} AS
+        SELECT 'snap-' || i AS snapshot_id, 'run-' || i AS run_id,
+               TIMESTAMP '2026-01-01' + to_hours(i) AS snapshot_at, 'f.csv' AS source_file,
+               10 * i AS total_records, 9 * i AS analytics_records, i AS rejected_rows,
+               20.5 + i AS churn_rate_percent, 50.25 AS avg_monthly_charges,
+               12.5 AS avg_tenure_months, i - 1 AS duplicate_customer_ids, {missing}
+        FROM range(1, 4) t(i);
+        CREATE TABLE {SEGMENT_TABLE} AS
+        SELECT 'snap-' || i AS snapshot_id, 'run-' || i AS run_id,
+               TIMESTAMP '2026-01-01' + to_hours(i) AS snapshot_at, 'contract_type' AS dimension,
+               s AS segment, 4 AS customers, 1 AS churned, 25.0 AS churn_rate_percent
+        FROM range(1, 4) t(i), (VALUES ('One-Year'), ('Two-Year')) v(s);
+    """)
+    return conn
+
+
+def spec(name: str) -> snapshots.HistoryTable:
+    return next(t for t in snapshots.HISTORY_TABLES if t.name == name)
+
+
+def test_missing_rows_are_those_of_unknown_runs_since_the_retention_oldest_first(history):
+    kpi = spec("kpi_snapshots")
+    since = datetime(2026, 1, 1, 2)  # exactly snapshot 2's time: it is in, snapshot 1 is not
+    rows = snapshots.missing_rows(history, kpi, {"run-3"}, since)
+    assert rows == [("snap-2", "run-2", datetime(2026, 1, 1, 2, tzinfo=timezone.utc),
+                     20, 18, 2, 22.5, 50.25, 12.5)]
+    rows = snapshots.missing_rows(history, kpi, set(), since - timedelta(microseconds=1))
+    assert [r[1] for r in rows] == ["run-2", "run-3"]
+    all_rows = snapshots.missing_rows(history, kpi, set(), datetime(2000, 1, 1))
+    assert [r[1] for r in all_rows] == ["run-1", "run-2", "run-3"]
+    assert snapshots.missing_rows(history, kpi, {"run-1", "run-2", "run-3"},
+                                  datetime(2000, 1, 1)) == []
+
+
+def test_each_history_table_reads_its_columns(history):
+    old = datetime(2000, 1, 1)
+    [first, *_] = snapshots.missing_rows(history, spec("data_quality_snapshots"), set(), old)
+    at = datetime(2026, 1, 1, 1, tzinfo=timezone.utc)
+    # missing cells: 1 + 2 + 0, an absent field (NULL) counting as none
+    assert first == ("snap-1", "run-1", at, "f.csv", 10, 9, 1, 0, 3)
+    missing = snapshots.missing_rows(history, spec("missing_values"), {"run-2", "run-3"}, old)
+    assert dict(r[3:] for r in missing) == {f.name: {"customer_id": 1, "age": 2}.get(f.name, 0)
+                                            for f in FIELDS if f.name != "gender"}
+    segments = snapshots.missing_rows(history, spec("churn_by_segment"), {"run-2", "run-3"}, old)
+    assert segments == [("snap-1", "run-1", at, "contract_type", s, 4, 1, 25.0)
+                        for s in ("One-Year", "Two-Year")]
+
+
+def test_a_history_table_not_yet_written_has_nothing_missing():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA analytics")
+    assert snapshots.missing_rows(conn, spec("kpi_snapshots"), set(), datetime(2000, 1, 1)) == []
+
+
+# --- data-quality and churn-by-segment snapshots: every figure on a hand-made run ---------------
+
+
+SNAPSHOT = {"snapshot_id": "s1", "run_id": "r1", "snapshot_at": datetime(2026, 1, 1)}
+
+
+def snapshot_row(conn, sql: str) -> dict:
+    cursor = conn.execute(sql, SNAPSHOT)
+    names = [d[0] for d in cursor.description]
+    [row] = cursor.fetchall()
+    return dict(zip(names, row))
+
+
+@pytest.fixture
+def run_tables():
+    """Staging (text, as loaded), analytics and rejected rows of a small run."""
+    conn = duckdb.connect()
+    columns = [f.source_column for f in FIELDS]
+    rows = [
+        ["C1", "40", "Female", "1", "10", "One-Year", "DSL", "10", "Yes", "Yes"],
+        [" C1\u00a0", "", " ", "2", "20", "One-Year", "DSL", "20", "No", "No"],  # C1 again
+        ["C2", "\t", "Male", "", "30", "", "DSL", "30", "No", "No"],
+        ["C3", "x", "Male", "3", "40", "Two-Year", "DSL", "\u00a0", "No", "No"],
+        ["", "50", "Male", "4", "50", "Two-Year", "DSL", "50", "No", "No"],  # no id: rejected
+    ]
+    values = ", ".join("(" + ", ".join(duckdb_text(v) for v in [*r, "f.csv", i + 2]) + ")"
+                       for i, r in enumerate(rows))
+    names = ", ".join(f'"{c}"' for c in columns)
+    conn.execute(f"CREATE TABLE staging AS SELECT * FROM (VALUES {values}) t({names},"
+                 " source_file, source_row)")
+    conn.execute("""CREATE TABLE analytics AS SELECT * FROM (VALUES
+        ('One-Year', 'New', 'Low', 1, 10.0, 1), ('One-Year', 'New', 'Low', 0, 20.0, 2),
+        ('Month-to-Month', 'New', 'Low', 0, 30.0, 0)) t(contract_type, tenure_category,
+        monthly_charges_category, churn_flag, monthly_charges, tenure)""")
+    conn.execute("CREATE TABLE rejected AS SELECT * FROM (VALUES (5), (6)) t(source_row)")
+    return conn
+
+
+def duckdb_text(value) -> str:
+    return str(value) if isinstance(value, int) else "'" + value + "'"
+
+
+def test_data_quality_counts_volumes_kpis_missing_cells_and_duplicate_ids(run_tables):
+    row = snapshot_row(run_tables, data_quality_sql("SELECT * FROM staging",
+                                                    "SELECT * FROM analytics",
+                                                    "SELECT * FROM rejected"))
+    assert (row["snapshot_id"], row["run_id"], row["snapshot_at"]) == (
+        "s1", "r1", datetime(2026, 1, 1))
+    assert (row["source_file"], row["total_records"], row["analytics_records"],
+            row["rejected_rows"]) == ("f.csv", 5, 3, 2)
+    assert row["churn_rate_percent"] == 33.33  # 1 of 3, rounded to 2 decimals
+    assert row["avg_monthly_charges"] == 20.0 and row["avg_tenure_months"] == 1.0
+    # " C1\u00a0" is C1 once trimmed; the empty id is not an id at all
+    assert row["duplicate_customer_ids"] == 1
+    # empty, blank and non-breaking-space cells are missing; "x" and "0"-like text are not
+    assert {f.name: row[f"missing_{f.name}"] for f in FIELDS} == {
+        "customer_id": 1, "age": 2, "gender": 1, "tenure": 1, "monthly_charges": 0,
+        "contract_type": 1, "internet_service": 0, "total_charges": 1, "tech_support": 0,
+        "churn": 0}
+    assert row["absent_fields"] == ""
+
+
+def test_data_quality_names_absent_fields_and_counts_none_of_their_cells(run_tables):
+    fields = tuple(dataclasses.replace(f, source_column=None)
+                   if f.name in ("gender", "tenure") else f for f in FIELDS)
+    row = snapshot_row(run_tables, data_quality_sql("SELECT * FROM staging",
+                                                    "SELECT * FROM analytics",
+                                                    "SELECT * FROM rejected", fields))
+    assert row["missing_gender"] is None and row["missing_tenure"] is None
+    assert row["missing_age"] == 2
+    assert row["absent_fields"] == "gender, tenure"
+
+
+def test_churn_by_segment_counts_customers_churned_and_rate_per_segment_of_each_dimension(
+    run_tables
+):
+    cursor = run_tables.execute(churn_by_segment_sql("SELECT * FROM analytics"), SNAPSHOT)
+    rows = [r[3:] for r in cursor.fetchall()]
+    assert rows == [
+        ("contract_type", "Month-to-Month", 1, 0, 0.0),
+        ("contract_type", "One-Year", 2, 1, 50.0),
+        ("monthly_charges_category", "Low", 3, 1, 33.33),
+        ("tenure_category", "New", 3, 1, 33.33),
+    ]
+
+
+# --- typing: every range on both sides of its bound, blanks, imputation -------------------------
+
+
+ROW = ["C1", "40", "Female", "10", "70.5", "One-Year", "DSL", "705", "Yes", "No"]
+COLUMN = {f.name: i for i, f in enumerate(FIELDS)}
+
+
+def typed(tmp_path, *rows: dict, key: bytes | None = None) -> tuple[list[dict], list[dict]]:
+    """(analytics rows, rejected rows) of ROW with each dict's {field: text} changes."""
+    lines = []
+    for changes in rows:
+        cells = list(ROW)
+        for name, text in changes.items():
+            cells[COLUMN[name]] = text
+        lines.append(",".join(cells))
+    csv = write_csv(tmp_path / "in.csv", "\n".join([HEADER, *lines]) + "\n")
+    conn = duckdb.connect()
+    load_and_transform(conn, csv, key)
+
+    def rows_of(table: str) -> list[dict]:
+        cursor = conn.execute(f"SELECT * FROM {table} ORDER BY source_row")
+        return [dict(zip([d[0] for d in cursor.description], r)) for r in cursor.fetchall()]
+
+    return rows_of("analytics.customer_churn"), rows_of("analytics.rejected_rows")
+
+
+@pytest.mark.parametrize("field, inside, beyond, reason", [
+    ("age", "0", "-1", "below the minimum 0"),
+    ("age", "130", "131", "above the maximum 130"),
+    ("tenure", "0", "-1", "below the minimum 0"),
+    ("tenure", "1200", "1201", "above the maximum 1200"),
+    ("monthly_charges", "0", "-0.01", "below the minimum 0"),
+    ("total_charges", "0", "-0.01", "below the minimum 0"),
+])
+def test_each_range_takes_its_bound_and_rejects_just_beyond_it(tmp_path, field, inside, beyond,
+                                                                 reason):
+    accepted, rejected = typed(tmp_path, {field: inside}, {field: beyond})
+    assert [r["source_row"] for r in accepted] == [2]
+    assert accepted[0][field] == float(inside)
+    assert [(r["source_row"], r["reason"], r["offending_value"]) for r in rejected] == [
+        (3, reason, beyond)]
+
+
+def test_charges_have_no_upper_bound(tmp_path):
+    [row], rejected = typed(tmp_path, {"monthly_charges": "1e9", "total_charges": "123456789.5"})
+    assert rejected == [] and row["monthly_charges"] == 1e9 and row["total_charges"] == 123456789.5
+
+
+@pytest.mark.parametrize("text, value", [("40.0", 40), ("4e1", 40), (" 40 ", 40)])
+def test_a_whole_number_is_accepted_however_written(tmp_path, text, value):
+    [row], rejected = typed(tmp_path, {"age": text})
+    assert rejected == [] and row["age"] == value
+
+
+@pytest.mark.parametrize("text, reason", [("40.5", "not a whole number"),
+                                          ("inf", "not a finite number"),
+                                          ("-inf", "not a finite number"),
+                                          ("forty", "not a number")])
+def test_integers_reject_fractions_infinities_and_words(tmp_path, text, reason):
+    _, [rejected] = typed(tmp_path, {"tenure": text})
+    assert (rejected["column_name"], rejected["reason"]) == ("Tenure", reason)
+
+
+@pytest.mark.parametrize("blank", ["\u00a0", "\t", " \u00a0\t "])
+def test_blanks_at_the_edges_of_any_cell_are_trimmed(tmp_path, blank):
+    [row], rejected = typed(tmp_path, {"age": f"{blank}41{blank}",
+                                       "monthly_charges": f"{blank}12.5{blank}",
+                                       "gender": f"{blank}male{blank}",
+                                       "internet_service": f"fiber{blank}optic{blank}",
+                                       "churn": f"{blank}YES"},
+                            key=b"k")
+    assert rejected == []
+    assert (row["age"], row["monthly_charges"], row["gender"], row["internet_service"],
+            row["churn"], row["churn_flag"]) == (41, 12.5, "Male", "Fiber Optic", "Yes", 1)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u00a0", "\t\u00a0 "])
+def test_a_blank_cell_is_missing_and_imputed_never_rejected(tmp_path, blank):
+    accepted, rejected = typed(tmp_path, {}, {"age": blank, "gender": blank, "tenure": blank,
+                                              "total_charges": blank, "churn": blank})
+    assert rejected == []
+    imputed = accepted[1]
+    assert (imputed["age"], imputed["gender"], imputed["tenure"], imputed["total_charges"],
+            imputed["churn"], imputed["churn_flag"]) == (40, "Unknown", 0, 0.0, "No", 0)
+
+
+def test_the_id_is_trimmed_of_blanks_before_its_pseudonym(tmp_path):
+    accepted, rejected = typed(tmp_path, {"customer_id": "\u00a0C1\t"}, {"customer_id": "C1"},
+                               key=b"k")
+    assert rejected == []
+    assert {str(r["anonymized_customer_id"]) for r in accepted} == {pseudonym("C1", b"k")}
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u00a0\t"])
+def test_a_blank_id_is_rejected_as_missing_without_its_text(tmp_path, blank):
+    _, [rejected] = typed(tmp_path, {"customer_id": blank})
+    assert (rejected["column_name"], rejected["reason"], rejected["offending_value"]) == (
+        "CustomerID", "missing customer id", None)
+
+
+def test_a_category_inside_blank_runs_matches_but_a_different_word_does_not(tmp_path):
+    accepted, rejected = typed(tmp_path, {"contract_type": "one-YEAR"},
+                               {"contract_type": "Two \u00a0 -Year"})
+    assert [r["contract_type"] for r in accepted] == ["One-Year"]
+    assert rejected[0]["reason"] == (
+        "not an accepted value (Month-to-Month, One-Year, Two-Year)")
+
+
+def test_the_median_is_rounded_half_away_from_zero_and_the_mean_is_not_rounded(tmp_path):
+    accepted, _ = typed(tmp_path, {"age": "30", "monthly_charges": "10"},
+                        {"age": "31", "monthly_charges": "11"}, {"age": "", "monthly_charges": ""})
+    assert accepted[2]["age"] == 31  # median 30.5
+    assert accepted[2]["monthly_charges"] == pytest.approx(10.5)
+
+
+def test_several_problems_are_counted_and_the_first_in_source_order_named(tmp_path):
+    _, [rejected] = typed(tmp_path, {"age": "x", "churn": "Maybe", "tenure": "-1"})
+    assert (rejected["column_name"], rejected["reason"], rejected["problem_count"]) == (
+        "Age", "not a number", 3)
+    _, [rejected] = typed(tmp_path, {"churn": "Maybe", "tenure": "1.5"})
+    assert (rejected["column_name"], rejected["problem_count"]) == ("Tenure", 2)
+
+
+def test_offending_values_keep_exactly_200_characters(tmp_path):
+    _, [rejected] = typed(tmp_path, {"gender": "y" * 201})
+    assert rejected["offending_value"] == "y" * 200
+    _, [rejected] = typed(tmp_path, {"gender": "z" * 200})
+    assert rejected["offending_value"] == "z" * 200
+
+
+# --- the PostgreSQL side of the export (a real server: the postgres fixtures) -------------------
+
+
+KPI = spec("kpi_snapshots").columns
+SEGMENTS = spec("churn_by_segment").columns
+AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def kpi(snapshot: str, run: str, total: int) -> tuple:
+    return (snapshot, run, AT, total, total - 1, 1, 25.0, 50.0, 12.0)
+
+
+def segment(snapshot: str, run: str, name: str, customers: int) -> tuple:
+    return (snapshot, run, AT, "contract_type", name, customers, 1, 100 / customers)
+
+
+@pytest.fixture
+def metrics(pg_dsn):
+    with psycopg.connect(pg_dsn) as conn:
+        pg.ensure_schema(conn)
+        pg.ensure_schema(conn)  # idempotent
+        yield conn
+
+
+def test_a_snapshot_exported_again_replaces_its_rows_whole_and_leaves_the_others(metrics):
+    conn = metrics
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI,
+                                [kpi("s1", "r1", 10), kpi("s2", "r2", 20)]) == 2
+    pg.replace_snapshots(conn, "churn_by_segment", SEGMENTS,
+                         [segment("s1", "r1", "One-Year", 4), segment("s1", "r1", "Two-Year", 5),
+                          segment("s2", "r2", "One-Year", 6)])
+    # s1's run re-executed (a new run id and new figures); one of its segments is gone.
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI, [kpi("s1", "r1b", 11)]) == 1
+    pg.replace_snapshots(conn, "churn_by_segment", SEGMENTS, [segment("s1", "r1b", "One-Year", 7)])
+    assert conn.execute("SELECT snapshot_id, source_run_id, total_records"
+                        " FROM churn_metrics.kpi_snapshots ORDER BY 1").fetchall() == [
+        ("s1", "r1b", 11), ("s2", "r2", 20)]
+    assert conn.execute("SELECT snapshot_id, source_run_id, segment, customers"
+                        " FROM churn_metrics.churn_by_segment ORDER BY 1, 3").fetchall() == [
+        ("s1", "r1b", "One-Year", 7), ("s2", "r2", "One-Year", 6)]
+    assert pg.replace_snapshots(conn, "kpi_snapshots", KPI, []) == 0
+    assert conn.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (2,)
+
+
+def test_upsert_inserts_new_keys_and_updates_existing_ones_in_place(metrics):
+    conn = metrics
+    columns = ("source_run_id", "snapshots_added", "runs_synced", "warehouse_file_bytes")
+    assert pg.upsert_rows(conn, "exports", columns, "source_run_id",
+                          [("e1", 1, 2, 300), ("e2", 0, 1, 400)]) == 2
+    first_export = conn.execute("SELECT exported_at FROM churn_metrics.exports"
+                                " WHERE source_run_id = 'e1'").fetchone()[0]
+    conn.commit()
+    assert pg.upsert_rows(conn, "exports", columns, "source_run_id", [("e1", 5, 6, 700)]) == 1
+    assert conn.execute("SELECT source_run_id, snapshots_added, runs_synced, warehouse_file_bytes"
+                        " FROM churn_metrics.exports ORDER BY 1").fetchall() == [
+        ("e1", 5, 6, 700), ("e2", 0, 1, 400)]
+    updated = conn.execute("SELECT exported_at FROM churn_metrics.exports"
+                           " WHERE source_run_id = 'e1'").fetchone()[0]
+    assert updated > first_export  # the row says when it last reached PostgreSQL
+
+
+def test_copy_rows_counts_what_it_copied_into_the_named_table(metrics):
+    rows = [kpi("s9", "r9", 3)]
+    assert pg.copy_rows(metrics, "kpi_snapshots", KPI, rows) == 1
+    assert pg.copy_rows(metrics, pg.table("kpi_snapshots"), KPI, []) == 0
+    assert metrics.execute("SELECT snapshot_id, source_run_id, snapshot_at, total_records"
+                           " FROM churn_metrics.kpi_snapshots").fetchall() == [
+        ("s9", "r9", AT, 3)]
+
+
+def test_the_reader_role_may_read_and_nothing_else(metrics, pg_dsn):
+    pg.grant_reader(metrics, "reader_x", "pw-1")
+    metrics.commit()
+    as_reader = make_conninfo(pg_dsn, user="reader_x", password="pw-1")
+    with psycopg.connect(as_reader) as reader:
+        assert reader.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (0,)
+        with pytest.raises((psycopg.errors.InsufficientPrivilege,
+                            psycopg.errors.ReadOnlySqlTransaction)):
+            reader.execute("DELETE FROM churn_metrics.kpi_snapshots")
+    setting = metrics.execute("SELECT current_setting('churn.reader_password', true)").fetchone()
+    assert setting[0] in ("", None)  # the password does not linger in the session
+
+
+def test_an_unreachable_server_is_a_transient_error_that_never_shows_the_password():
+    dsn = f"host=127.0.0.1 port={free_port()} dbname=m user=u password=hunter2 connect_timeout=3"
+    with pytest.raises(TransientError) as raised:
+        pg.connect(dsn)
+    message = str(raised.value)
+    assert message.startswith("metrics database (host=127.0.0.1 port=")
+    assert "dbname=m user=u) unavailable: " in message
+    assert "hunter2" not in message and raised.value.retryable
+
+
+def test_describe_dsn_names_host_port_database_and_user_only():
+    assert pg.describe_dsn("host=db port=5433 dbname=metrics user=exporter password=hunter2") == (
+        "host=db port=5433 dbname=metrics user=exporter")
+    assert pg.describe_dsn("postgresql://exporter:hunter2@db/metrics") == (
+        "host=db dbname=metrics user=exporter")
+    assert pg.describe_dsn("host=db") == "host=db"
+    assert pg.describe_dsn("not a dsn ===") == "<unparsable connection string>"
+
+
+# --- the warehouse: history merges by key, lock and error messages -------------------------------
+
+
+def test_a_column_added_to_snapshots_joins_the_history_with_nulls_for_older_rows():
+    conn = duckdb.connect()
+    wh.write_table(conn, "analytics", "h", wh.SqlTable("SELECT 's1' AS k, 1 AS a",
+                                                      history_key="k"))
+    written = wh.write_table(conn, "analytics", "h", wh.SqlTable(
+        "SELECT 's2' AS k, 2 AS a, 'x''y' AS \"new col\"", history_key="k"))
+    assert conn.execute("SELECT k, a, \"new col\" FROM analytics.h ORDER BY k").fetchall() == [
+        ("s1", 1, None), ("s2", 2, "x'y")]
+    assert written.columns == [("k", "VARCHAR"), ("a", "INTEGER"), ("new col", "VARCHAR")]
+    assert written.snapshot == {"a": 2}  # a one-row snapshot's numbers; text is left out
+    # The same key again replaces its row (row identity: one row per key, the new values)
+    wh.write_table(conn, "analytics", "h", wh.SqlTable("SELECT 's1' AS k, 9 AS a",
+                                                      history_key="k"))
+    assert conn.execute("SELECT k, a FROM analytics.h ORDER BY k").fetchall() == [
+        ("s1", 9), ("s2", 2)]
+    many = wh.write_table(conn, "analytics", "h", wh.SqlTable(
+        "SELECT 's' || i AS k, i AS a FROM range(3, 5) t(i)", history_key="k"))
+    assert many.snapshot == {} and many.row_count == 4
+
+
+def test_a_lock_error_names_the_holder_or_says_it_is_unknown():
+    held = duckdb.IOException('Could not set lock on file "w.duckdb": Conflicting lock is held'
+                              " in /usr/bin/python3 (PID 42)\nSee also ...")
+    message = str(wh._locked("w.duckdb", held, 2.4))
+    assert message == (
+        "DuckDB file w.duckdb is locked by another process (/usr/bin/python3 (PID 42)); waited"
+        " 2 s. Close that process's connection (a notebook, a BI tool, another run) or raise"
+        " CHURN_DUCKDB_LOCK_TIMEOUT, then run again.")
+    anonymous = str(wh._locked("w.duckdb", duckdb.IOException("lock"), 60))
+    assert "(unknown holder); waited 60 s." in anonymous
+
+
+def test_duckdb_errors_are_cut_before_the_echoed_line_and_the_option_dump():
+    error = duckdb.InvalidInputException(
+        "Invalid Input Error: Could not convert\n\nOriginal Line: C-SECRET,1\n"
+        "  file = /data/in.csv\n  delimiter = ,\nmore after")
+    assert wh.clean_duckdb_error(error) == "Invalid Input Error: Could not convert"
+    error = duckdb.InvalidInputException("Bad\nPossible fixes: x\nC-SECRET")
+    assert wh.clean_duckdb_error(error) == "Bad"
+
+
+# --- a mapping's renamed columns reach every statement, and imputed constants are literals -------
+
+
+def test_renamed_source_columns_are_typed_imputed_and_rejected_under_their_own_names():
+    """A mapping binds fields to other columns: the statistic, analytics and rejections all read
+    those columns, never the default names (which the staging table here does not have)."""
+    renamed = tuple(dataclasses.replace(f, source_column=f"src_{f.name}") for f in FIELDS)
+    conn = duckdb.connect()
+    good = {"customer_id": "C1", "age": "30", "gender": "Male", "tenure": "1",
+            "monthly_charges": "10", "contract_type": "One-Year", "internet_service": "DSL",
+            "total_charges": "10", "tech_support": "No", "churn": "No"}
+    rows = [good, {**good, "customer_id": "C2", "age": "40"}, {**good, "customer_id": "C3",
+                                                              "age": ""},
+            {**good, "customer_id": "C4", "age": "x"}]
+    select = " UNION ALL ".join(
+        "SELECT " + ", ".join(f"'{r[f.name]}' AS src_{f.name}" for f in FIELDS)
+        + f", {i + 2} AS source_row, TIMESTAMP '2026-01-01' AS load_timestamp"
+        for i, r in enumerate(rows))
+    conn.execute(f"CREATE TABLE staging AS {select}")
+    sql, params = analytics_sql("SELECT * FROM staging", None, datetime(2026, 1, 2), renamed)
+    conn.execute(f"CREATE TABLE analytics AS {sql}", params)
+    assert conn.execute("SELECT source_row, age, processed_timestamp FROM analytics"
+                        " ORDER BY 1").fetchall() == [
+        (2, 30, datetime(2026, 1, 2)), (3, 40, datetime(2026, 1, 2)),
+        (4, 35, datetime(2026, 1, 2))]  # median of 30 and 40
+    rejected = conn.execute(rejected_sql("SELECT * FROM staging", "SELECT * FROM analytics",
+                                         renamed)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rejected] == [(5, "src_age", "not a number")]
+
+
+def test_an_imputed_constant_is_a_quoted_sql_literal():
+    fields = tuple(dataclasses.replace(f, impute="it's \"odd\"\\") if f.name == "gender" else f
+                   for f in FIELDS)
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE staging AS SELECT " + ", ".join(
+        f"'{v}' AS \"{f.source_column}\"" for f, v in zip(
+            FIELDS, ["C1", "30", "", "1", "10", "One-Year", "DSL", "10", "No", "No"]))
+        + ", 2 AS source_row, TIMESTAMP '2026-01-01' AS load_timestamp")
+    sql, params = analytics_sql("SELECT * FROM staging", None, datetime(2026, 1, 2), fields)
+    assert conn.execute(f"SELECT gender FROM ({sql})", params).fetchall() == [
+        ("it's \"odd\"\\",)]
+
+
+def test_a_missing_source_file_is_named_in_the_error(tmp_path):
+    missing = tmp_path / "nowhere.csv"
+    with pytest.raises(SourceFileError) as raised:
+        read_header(missing)
+    assert str(raised.value) == (
+        f"{missing}: file not found (set CHURN_SOURCE_CSV to the source CSV)")
+
+
+def test_connect_waits_10_seconds_by_default_or_the_dsn_connect_timeout(pg_dsn):
+    with pg.connect(pg_dsn) as conn:
+        assert conn.info.get_parameters()["connect_timeout"] == "10"
+        assert conn.execute("SELECT current_database()").fetchone()[0] in pg_dsn
+    with pg.connect(make_conninfo(pg_dsn, connect_timeout="3")) as conn:
+        assert conn.info.get_parameters()["connect_timeout"] == "3"
+
+
+def test_a_driver_message_echoing_the_password_is_masked():
+    """libpq echoes what it could not use; here the password doubles as the unresolvable host."""
+    secret = "no-such-host.invalid"
+    with pytest.raises(TransientError) as raised:
+        pg.connect(f"host={secret} dbname=m user=u password={secret} connect_timeout=3")
+    _, driver_message = str(raised.value).split(" unavailable: ")
+    assert secret not in driver_message
+    assert "'***'" in driver_message
+
+
+def test_the_backup_command_lists_oldest_first_and_restores_into_a_new_file(
+    tmp_path, monkeypatch, capsys
+):
+    root = tmp_path / "backups"
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(root))
+    assert backups.main(["list"]) == 0 and capsys.readouterr().out == ""
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 7 AS x")
+        newer = backups.take_backup(conn, root, NOW)
+        older = backups.take_backup(conn, root, NOW - timedelta(hours=1))
+    assert backups.main(["list"]) == 0
+    assert capsys.readouterr().out == f"{older}\n{newer}\n"
+    target = tmp_path / "restored.duckdb"
+    assert backups.main(["restore", str(newer), str(target)]) == 0
+    assert capsys.readouterr().err == f"restored {newer} into {target}\n"
+    with duckdb.connect(str(target)) as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
+    with pytest.raises(FileExistsError, match="restore into a new file"):
+        backups.main(["restore", str(newer), str(target)])
+    with pytest.raises(SystemExit):
+        backups.main([])
+
+
+def test_a_backup_folder_is_created_with_its_parents_and_a_crashed_partial_is_discarded(tmp_path):
+    root = tmp_path / "a" / "b" / "backups"
+    partial = root / f".partial-{backups.backup_name(NOW)}"
+    partial.mkdir(parents=True)
+    (partial / "stale.parquet").write_text("left by a crash")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+        taken = backups.take_backup(conn, root, NOW)
+        assert not (taken / "stale.parquet").exists() and not partial.exists()
+        fresh = backups.take_backup(conn, tmp_path / "new" / "deeper", NOW)
+    assert fresh.is_dir()
+
+
+def test_restore_refuses_an_existing_file_and_says_what_to_do(tmp_path):
+    existing = tmp_path / "w.duckdb"
+    existing.write_bytes(b"")
+    with pytest.raises(FileExistsError) as raised:
+        backups.restore_backup(tmp_path / "any", existing)
+    assert str(raised.value) == (f"{existing} exists: restore into a new file, then point"
+                                 " CHURN_DUCKDB_PATH at it")
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda p: p.mkdir(), "is not a regular file"),
+    (lambda p: p.write_bytes(b""), "is empty: expected a header line and data rows"),
+    (lambda p: p.write_bytes(b"\n\nx"), "is empty: expected a header line and data rows"),
+])
+def test_each_unreadable_source_is_named_with_its_problem(tmp_path, make, problem):
+    path = tmp_path / "in.csv"
+    make(path)
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert (str(raised.value), raised.value.problem) == (f"{path}: {problem}", problem)
+
+
+def test_a_source_that_fails_to_read_is_named_with_the_system_error():
+    # A regular file whose read fails (EIO), even for root: reading its own memory at offset 0.
+    path = Path("/proc/self/mem")
+    if not path.is_file():
+        pytest.skip("needs Linux /proc")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert str(raised.value) == f"{path}: cannot be read (Input/output error)"
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b"a,b\n", "has no line 3 (the mapping's csv.header_row)"),
+    (b"title\nsub\n \t\nx,y\n", "line 3, the header, is empty"),
+])
+def test_a_header_row_past_the_end_or_blank_is_named_with_the_file(tmp_path, text, problem):
+    path = tmp_path / "in.csv"
+    path.write_bytes(text)
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path, Dialect(header_row=3))
+    assert str(raised.value) == f"{path}: {problem}"
+
+
+def test_the_backup_command_describes_itself(capsys):
+    with pytest.raises(SystemExit) as exited:
+        backups.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "\n\nList or restore warehouse backups.\n" in text
+    assert "  backups under CHURN_BACKUP_DIR, oldest first\n" in text
+    assert "  load a backup into a new DuckDB file\n" in text
+
+
+def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_blanks(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"'x;y';b ;MAX\r\n1;2;3\r\n")
+    assert read_header(path, Dialect(delimiter=";", quote="'")) == ["x;y", "b ", "MAX"]
+    path.write_bytes(b"a;b \r\n1;2\r\n")  # a trailing blank is part of the last name
+    assert read_header(path, Dialect(delimiter=";")) == ["a", "b "]
+
+
+def test_a_header_that_is_not_utf8_names_the_byte_its_position_and_the_fix(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"ab,\xe9c\n1,2\n")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert str(raised.value) == (
+        f"{path}: line 1 is not UTF-8 text (byte 0xe9 at position 4; set csv.encoding: latin-1"
+        " in the source mapping if the export is Latin-1)")
+
+
+def test_category_spellings_trim_the_same_blanks_as_the_sql():
+    """normalize() and the typing SQL agree on what a blank is (mapping.BLANKS): other Unicode
+    spaces are text, in Python as in DuckDB."""
+    assert normalize("\u00a0\tYes \n") == "yes"
+    assert normalize("\u2003Yes\x0b") == "\u2003yes\x0b"
+
+
+def test_every_alias_problem_is_reported_and_the_good_aliases_still_bound(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("fields:\n  customer_id: CustomerID\n  churn:\n    column: Churn\n"
+                    "    aliases:\n      j: [Yes]\n      nope: Maybe\n      ja: Yes\n")
+    mapping, problems = read_mapping(path)
+    assert problems == [
+        "fields.churn.aliases: expected text on both sides, got 'j': ['Yes']",
+        "fields.churn.aliases: 'nope' -> 'Maybe' names no category of churn (accepted: Yes, No)",
+    ]
+    assert mapping.field("churn").aliases == (("ja", "Yes"),)
+
+
+def header_problems_of(*extra: str, header: list[str] | None = None) -> list[str]:
+    columns = [f.source_column for f in FIELDS]
+    return header_problems(header if header is not None else [*columns, *extra],
+                           load_mapping(DEFAULT_MAPPING))
+
+
+def test_a_name_repeated_exactly_is_a_duplicate_and_one_repeated_in_other_case_says_why():
+    assert header_problems_of("Age") == ["columns named more than once: Age"]
+    assert header_problems_of("churn") == [
+        "columns named more than once (DuckDB ignores case): Churn, churn"]
+    assert header_problems_of() == []
+
+
+def test_unnamed_columns_are_listed_by_position_when_the_header_has_several():
+    columns = [f.source_column for f in FIELDS]
+    assert header_problems_of(header=["", *columns, " "]) == [
+        "header columns without a name, by position: 1, 12"]
+    assert header_problems_of(header=["", "x"])[-1] == (
+        "header columns without a name, by position: 1")
+
+
+def test_a_one_column_header_says_so_with_a_guess_only_when_there_is_one():
+    missing = "missing required columns: " + ", ".join(f.source_column for f in FIELDS)
+    assert header_problems_of(header=["abc"]) == [
+        missing, "the header has a single column; columns must be separated by ','"]
+    assert header_problems_of(header=["a;b"])[-1] == (
+        "the header has a single column (it looks delimited by ';'); columns must be separated"
+        " by ','")
+    assert header_problems_of(header=[""]) == [
+        missing, "the header has a single column; columns must be separated by ','"]
+
+
+def test_columns_named_like_stagings_own_are_all_listed():
+    assert header_problems_of("source_row", "Load_Timestamp") == [
+        "columns named like those staging adds: source_row, Load_Timestamp"]
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "yes", "YES"])
+def test_a_field_is_left_out_with_absent_true_or_yes(tmp_path, spelling):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n"
+                    f"  age:\n    absent: {spelling}\n")
+    mapping, problems = read_mapping(path)
+    assert problems == [] and mapping.field("age").absent
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ("    column: Age\n    absent: true\n",
+     "fields.age: has both `column` and `absent`; choose one"),
+    ("    column: [Age]\n", "fields.age: expected `column: <source column>` or `absent: true`"),
+    ("    absent: no\n", "fields.age.absent: expected `true`, got 'no'"),
+])
+def test_a_field_entry_that_is_not_clear_binds_no_column(tmp_path, entry, problem):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"fields:\n  customer_id: CustomerID\n  churn: Churn\n  age:\n{entry}")
+    mapping, problems = read_mapping(path)
+    assert problems == [problem]
+    assert mapping.field("age").source_column is None
+
+
+@pytest.mark.parametrize("csv_section, problems", [
+    ("  quote: ab\n", ["csv.quote: expected one character, got 'ab'"]),
+    ("  delimiter: \"\\n\"\n", ["csv.delimiter: expected one character, got '\\n'"]),
+    ("  delimiter: X\n  quote: \"|\"\n", []),  # any one character but a line break
+])
+def test_the_delimiter_and_quote_are_one_character_each_and_not_a_line_break(
+    tmp_path, csv_section, problems
+):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"csv:\n{csv_section}fields:\n  customer_id: CustomerID\n  churn: Churn\n")
+    assert read_mapping(path)[1] == problems
+
+
+def test_every_header_problem_is_in_one_message_and_a_custom_mapping_is_named(tmp_path):
+    columns = [f.source_column for f in FIELDS]
+    with pytest.raises(SourceFileError) as raised:
+        check_header("in.csv", [*columns[1:], "Age", "source_row"])
+    assert str(raised.value) == (
+        "in.csv: missing required columns: CustomerID; columns named more than once: Age;"
+        " columns named like those staging adds: source_row")
+    custom = tmp_path / "m.yaml"
+    custom.write_text("fields:\n  customer_id: Id\n  churn: Churn\n")
+    with pytest.raises(SourceFileError) as raised:
+        check_header("in.csv", ["Churn", "Age"], load_mapping(custom))
+    assert str(raised.value) == (
+        f"in.csv: missing required columns: Id (source mapping {custom.resolve()})")
+
+
+def stage(path: Path):
+    """Write the staging table of `path` into an in-memory warehouse: (connection, Written)."""
+    conn = duckdb.connect()
+    return conn, wh.write_table(conn, "staging", "customer_churn", staging_table(path))
+
+
+def test_staging_records_the_file_the_load_time_and_what_it_kept(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER},Extra\n{','.join(ROW)},x\n")
+    before = datetime.now(timezone.utc).replace(tzinfo=None)
+    conn, written = stage(path)
+    after = datetime.now(timezone.utc).replace(tzinfo=None)
+    [(source_file, loaded, source_row)] = conn.execute(
+        "SELECT source_file, load_timestamp, source_row FROM staging.customer_churn").fetchall()
+    assert (source_file, source_row) == (str(path.resolve()), 2)
+    assert before <= loaded <= after  # UTC, as DuckDB keeps it: naive
+    table = staging_table(path)
+    assert table.error_context == f"loading {path.resolve()}"
+    mapping = load_mapping(DEFAULT_MAPPING)
+    assert table.metadata == {
+        "source_file": str(path.resolve()), "source_columns": 11,
+        "source_mapping": mapping.path, "source_mapping_sha256": mapping.sha256,
+        "absent_fields": "none", "columns_kept_in_staging_only": "Extra"}
+    assert written.row_count == 1
+
+
+def test_a_header_without_rows_is_refused_naming_the_file(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n")
+    with pytest.raises(SourceFileError) as raised:
+        stage(path)
+    assert str(raised.value) == f"{path.resolve()}: has a header but no data rows"
+
+
+def test_a_row_duckdb_cannot_read_fails_naming_the_file_being_loaded(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)},1,2,3\n")
+    with pytest.raises(PlatformError) as raised:
+        stage(path)
+    assert str(raised.value).startswith(f"loading {path.resolve()}: ")
+
+
+def test_a_source_rewritten_after_its_check_is_refused_and_nothing_is_loaded(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)}\n")
+    table = staging_table(path)  # the file is checked and fingerprinted here
+    with path.open("a") as handle:
+        handle.write(",".join(ROW) + "\n")
+    conn = duckdb.connect()
+    with pytest.raises(SourceFileError) as raised:
+        wh.write_table(conn, "staging", "customer_churn", table)
+    assert str(raised.value) == (
+        f"{path.resolve()}: changed while it was being read; nothing was loaded")
+    assert conn.execute("SELECT count(*) FROM information_schema.tables"
+                        " WHERE table_name = 'customer_churn'").fetchone() == (0,)
+
+
+def test_the_load_timestamp_is_utc_whatever_the_machines_time_zone(tmp_path, monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no summer time
+    time.tzset()
+    try:
+        path = write_csv(tmp_path / "in.csv", f"{HEADER}\n{','.join(ROW)}\n")
+        conn, _ = stage(path)
+        loaded = conn.execute("SELECT load_timestamp FROM staging.customer_churn").fetchone()[0]
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        assert timedelta(0) <= now - loaded < timedelta(minutes=5)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
