@@ -136,8 +136,11 @@ NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
 def backups_aged(root: Path, *ages: timedelta) -> None:
-    for age in ages:
-        (root / backups.backup_name(NOW - age)).mkdir()
+    """Backups the platform writes (verified ones: only those are counted or pruned)."""
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1 AS x")
+        for age in ages:
+            backups.take_backup(conn, root, NOW - age)
 
 
 def ages(root: Path) -> list[timedelta]:
@@ -149,7 +152,7 @@ def ages(root: Path) -> list[timedelta]:
 def test_pruning_keeps_exactly_the_newest_keep_backups(tmp_path, count, keep, left):
     hours = [timedelta(hours=h) for h in range(1, count + 1)]
     backups_aged(tmp_path, *hours)
-    removed = backups.prune_backups(tmp_path, keep=keep, max_age=timedelta(days=9), now=NOW)
+    removed = backups.prune_backups(tmp_path, keep=keep, max_age=timedelta(days=9), now=NOW).removed
     assert ages(tmp_path) == sorted(hours, reverse=True)[count - left:]  # oldest first
     assert len(removed) == count - left
 
@@ -157,7 +160,7 @@ def test_pruning_keeps_exactly_the_newest_keep_backups(tmp_path, count, keep, le
 def test_pruning_keeps_a_backup_exactly_max_age_old_and_removes_one_a_microsecond_older(tmp_path):
     max_age = timedelta(hours=48)
     backups_aged(tmp_path, timedelta(hours=1), max_age, max_age + timedelta(microseconds=1))
-    removed = backups.prune_backups(tmp_path, keep=10, max_age=max_age, now=NOW)
+    removed = backups.prune_backups(tmp_path, keep=10, max_age=max_age, now=NOW).removed
     assert [NOW - backups.taken_at(b) for b in removed] == [max_age + timedelta(microseconds=1)]
     assert ages(tmp_path) == [max_age, timedelta(hours=1)]
 
@@ -707,8 +710,8 @@ def test_the_backup_command_lists_oldest_first_and_restores_into_a_new_file(
     assert capsys.readouterr().err == f"restored {newer} into {target}\n"
     with duckdb.connect(str(target)) as conn:
         assert conn.execute("SELECT x FROM t").fetchall() == [(7,)]
-    with pytest.raises(FileExistsError, match="restore into a new file"):
-        backups.main(["restore", str(newer), str(target)])
+    assert backups.main(["restore", str(newer), str(target)]) == 1
+    assert "the target exists: restore into a new file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         backups.main([])
 
@@ -729,14 +732,14 @@ def test_a_backup_folder_is_created_with_its_parents_and_a_crashed_partial_is_di
 def test_restore_refuses_an_existing_file_and_says_what_to_do(tmp_path):
     existing = tmp_path / "w.duckdb"
     existing.write_bytes(b"")
-    with pytest.raises(FileExistsError) as raised:
+    with pytest.raises(backups.BackupRefused) as raised:
         backups.restore_backup(tmp_path / "any", existing)
-    assert str(raised.value) == (f"{existing} exists: restore into a new file, then point"
-                                 " CHURN_DUCKDB_PATH at it")
+    assert str(raised.value) == (f"{existing}: refused: the target exists: restore into a new"
+                                 " file, then point CHURN_DUCKDB_PATH at it")
 
 
 @pytest.mark.parametrize("make, problem", [
-    (lambda p: p.mkdir(), "is not a regular file"),
+    (lambda p: p.mkdir(), "is not a regular file (a directory, FIFO or device cannot be read)"),
     (lambda p: p.write_bytes(b""), "is empty: expected a header line and data rows"),
     (lambda p: p.write_bytes(b"\n\nx"), "is empty: expected a header line and data rows"),
 ])
@@ -776,8 +779,8 @@ def test_the_backup_command_describes_itself(capsys):
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "\n\nList or restore warehouse backups.\n" in text
-    assert "  backups under CHURN_BACKUP_DIR, oldest first\n" in text
-    assert "  load a backup into a new DuckDB file\n" in text
+    assert "  verified backups under CHURN_BACKUP_DIR, oldest first\n" in text
+    assert "  load a verified backup into a new DuckDB file\n" in text
 
 
 def test_a_header_is_split_by_the_mappings_delimiter_and_quote_keeping_inner_blanks(tmp_path):
@@ -925,6 +928,7 @@ def test_staging_records_the_file_the_load_time_and_what_it_kept(tmp_path):
     mapping = load_mapping(DEFAULT_MAPPING)
     assert table.metadata == {
         "source_file": str(path.resolve()), "source_columns": 11,
+        "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "source_mapping": mapping.path, "source_mapping_sha256": mapping.sha256,
         "absent_fields": "none", "columns_kept_in_staging_only": "Extra"}
     assert written.row_count == 1

@@ -5,7 +5,12 @@ pass/fail decisions on the counts live here, so they are tested, and mutation-te
 hand-made tables; defs/elt/checks.py only runs them and reports.
 """
 
-from churn_platform.core.fields import DERIVED_FROM, MONTHLY_CHARGES_BANDS, TENURE_BANDS, Field
+from churn_platform.core.fields import (
+    DERIVED_FROM,
+    MONTHLY_CHARGES_BANDS,
+    TENURE_BANDS,
+    Field,
+)
 from churn_platform.core.warehouse import quote_ident, quote_literal
 
 # The original pipeline's alert rule: a churn rate this many standard deviations from the mean of

@@ -54,8 +54,11 @@ def _publishing_run(context) -> str | None:
     return run_key(step.dagster_run)
 
 
+ELT_TABLE_NAMES = frozenset(name for name, _ in publish.ELT_TABLES)
+
+
 def _refuse_unpublished(table: str) -> None:
-    if table in {name for name, _ in publish.ELT_TABLES}:
+    if table in ELT_TABLE_NAMES:
         raise dg.Failure(
             description=(
                 f"{table} is published only together with the rest of its run, after the"
@@ -76,7 +79,9 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: SqlTable,
                       connection: duckdb.DuckDBPyConnection):
         table, note = table_slice.table, {}
-        key = _publishing_run(context)
+        published_name = f"{table_slice.schema}.{table_slice.table}"
+        # Only the ELT's tables are published together; any other table is written in place.
+        key = _publishing_run(context) if published_name in ELT_TABLE_NAMES else None
         if key is None:
             if context is not None:
                 _refuse_unpublished(f"{table_slice.schema}.{table_slice.table}")
@@ -91,7 +96,6 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
                 " previous one.")}
         with reported_as_failure():
             written = write_table(connection, table_slice.schema, table, obj)
-        published_name = f"{table_slice.schema}.{table_slice.table}"
         return {
             **note,
             "dagster/row_count": written.row_count,

@@ -25,7 +25,7 @@ from churn_platform.core.warehouse import SqlTable, write_table
 from churn_platform.defs.elt.assets import ANALYTICS, OWNERS
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.resources import ChurnModelStore, ChurnSource
-from churn_platform.defs.warehouse_io import WarehouseResource
+from churn_platform.defs.warehouse_io import PUBLISHED, WarehouseResource
 
 MODEL = dg.AssetKey(["models", "churn_risk"])
 EVALUATIONS = dg.AssetKey(["analytics", "churn_model_evaluations"])
@@ -79,7 +79,7 @@ def _compare(context, store: ChurnModelStore, promoted, frame: pd.DataFrame):
             ),
         ),
         "evaluations": dg.AssetOut(
-            key=EVALUATIONS, group_name="models", kinds={"duckdb"},
+            key=EVALUATIONS, group_name="analytics", kinds={"duckdb"},
             owners=OWNERS,
             description=(
                 "One row per training: model_version, trained_at, n_train, positive_rate,"
@@ -94,7 +94,7 @@ def _compare(context, store: ChurnModelStore, promoted, frame: pd.DataFrame):
 def churn_risk_model(
     context: dg.AssetExecutionContext,
     analytics: pd.DataFrame,
-    churn_source: ChurnSource,
+    churn_source: dg.ResourceParam[ChurnSource],
     churn_models: dg.ResourceParam[ChurnModelStore],
     warehouse: WarehouseResource,
 ):
@@ -167,8 +167,9 @@ def churn_risk_model(
 @dg.asset(
     key=SCORES,
     ins={"analytics": dg.AssetIn(ANALYTICS)},
-    deps=[MODEL, EVALUATIONS],
-    group_name="models",
+    # In churn_elt_job, after the run's tables are published: scores follow the published set.
+    deps=[MODEL, EVALUATIONS, PUBLISHED],
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     output_required=False,
@@ -207,7 +208,7 @@ def churn_scores(
 @dg.asset(
     key=SCORE_SUMMARY,
     ins={"scores": dg.AssetIn(SCORES)},
-    group_name="models",
+    group_name="analytics",
     kinds={"duckdb", "sql"},
     owners=OWNERS,
     description=(
