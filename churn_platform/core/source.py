@@ -9,9 +9,9 @@ import codecs
 import csv
 import hashlib
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
+from churn_platform.core.clock import utc_now
 from churn_platform.core.errors import InputError
 from churn_platform.core.files import Unreadable, absolute, open_regular
 from churn_platform.core.mapping import (
@@ -217,7 +217,7 @@ def staging_table(path: str | os.PathLike,
         if _fingerprint(path) != before:
             raise SourceFileError(path, "changed while it was being read; nothing was loaded")
 
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     mapped = {f.source_column for f in mapping.present}
     return SqlTable(
         sql,

@@ -6,12 +6,13 @@ table atomically, as this run's candidate (core/publish.py). Asset keys are the 
 table.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 import duckdb
 
 from churn_platform.core import publish
+from churn_platform.core.clock import utc_now
 from churn_platform.core.fields import SEGMENT_TABLE, STAGING_TABLE
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
@@ -36,16 +37,12 @@ OWNERS = ["team:churn-data"]
 HOURLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=1, minutes=15))
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def _snapshot_params(context: dg.AssetExecutionContext) -> dict:
     # A re-executed run keeps its root run id, so it replaces its snapshot instead of adding one.
     return {
         "snapshot_id": context.run.root_run_id or context.run_id,
         "run_id": context.run_id,
-        "snapshot_at": _utc_now(),
+        "snapshot_at": utc_now(),
     }
 
 
@@ -113,7 +110,7 @@ def analytics_customer_churn(
     key = churn_source.pseudonymization_key()
     mode = "keyed HMAC-SHA256" if key else "random UUID per row and run"
     context.log.info(f"Pseudonymization: {mode}")
-    sql, params = analytics_sql(staging.sql, key, _utc_now(), mapping.fields)
+    sql, params = analytics_sql(staging.sql, key, utc_now(), mapping.fields)
     return SqlTable(sql, params, metadata={
         "pseudonymization": mode,
         "absent_fields": ", ".join(mapping.absent) or "none",

@@ -6,7 +6,6 @@ scores downstream run. Scores always use the model the warehouse records as prom
 """
 
 import json
-from datetime import datetime, timezone
 
 import dagster as dg
 import duckdb
@@ -21,6 +20,7 @@ from churn_platform.core.churn_model_sql import (
     score_summary_sql,
     scoring_sql,
 )
+from churn_platform.core.clock import utc_now
 from churn_platform.core.warehouse import SqlTable, write_table
 from churn_platform.defs.elt.assets import ANALYTICS, OWNERS
 from churn_platform.defs.failures import reported_as_failure
@@ -36,10 +36,6 @@ SCORE_SUMMARY = dg.AssetKey(["analytics", "churn_score_summary"])
 # SampledPandasTypeHandler): enough for a dozen coefficients, bounded however large the table.
 SAMPLE_ROWS = 100_000
 TRAINING_COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def promoted_model(conn: duckdb.DuckDBPyConnection) -> tuple[str, float] | None:
@@ -120,7 +116,7 @@ def churn_risk_model(
         "snapshot_id": context.run.root_run_id or context.run_id,
         "run_id": context.run_id,
         "model_version": version,
-        "trained_at": _utc_now(),
+        "trained_at": utc_now(),
         "n_train": evaluation.n_train,
         "positive_rate": evaluation.positive_rate,
         "roc_auc": evaluation.roc_auc,
@@ -199,7 +195,7 @@ def churn_scores(
     context.log.info(f"Scoring with the promoted model {model.version}.")
     yield dg.Output(SqlTable(
         f"SELECT *, CAST($scored_at AS TIMESTAMP) AS scored_at FROM ({sql})",
-        {"scored_at": _utc_now()},
+        {"scored_at": utc_now()},
         error_context=f"scoring with model {model.version}",
         metadata={"model_version": model.version},
     ))
@@ -221,7 +217,7 @@ def churn_score_summary(context: dg.AssetExecutionContext, scores: SqlTable) -> 
     return SqlTable(score_summary_sql(scores.sql), {
         "snapshot_id": context.run.root_run_id or context.run_id,
         "run_id": context.run_id,
-        "snapshot_at": _utc_now(),
+        "snapshot_at": utc_now(),
     }, history_key="snapshot_id")
 
 
