@@ -564,7 +564,7 @@ def test_the_reader_role_may_read_and_nothing_else(metrics, pg_dsn):
 def test_an_unreachable_server_is_a_transient_error_that_never_shows_the_password():
     dsn = f"host=127.0.0.1 port={free_port()} dbname=m user=u password=hunter2 connect_timeout=3"
     with pytest.raises(TransientError) as raised:
-        pg.connect(dsn)
+        pg.open_metrics_database(dsn)
     message = str(raised.value)
     assert message.startswith("metrics database (host=127.0.0.1 port=")
     assert "dbname=m user=u) unavailable: " in message

@@ -46,7 +46,7 @@ def parse_dsn(dsn: str) -> dict:
     )
 
 
-def connect(dsn: str) -> psycopg.Connection:
+def open_metrics_database(dsn: str) -> psycopg.Connection:
     """Open the metrics database; an unreachable server is a retryable, clearly worded failure."""
     params = parse_dsn(dsn)
     try:

@@ -54,7 +54,7 @@ def export_metrics(
 ) -> ExportSummary:
     rows_added = {}
     cutoff = datetime.now(timezone.utc) - retention
-    with pg.connect(dsn) as conn, conn.transaction():
+    with pg.open_metrics_database(dsn) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [pg.EXPORT_LOCK_ID])
         with pg.privileges(f"create the {pg.SCHEMA} schema and its tables",
                            "CREATE on the database: own it (CREATE DATABASE <metrics> OWNER"
