@@ -496,7 +496,7 @@ def segment(snapshot: str, run: str, name: str, customers: int) -> tuple:
 
 @pytest.fixture
 def metrics(pg_dsn):
-    with psycopg.connect(pg_dsn) as conn:
+    with psycopg.open_metrics_database(pg_dsn) as conn:
         pg.ensure_schema(conn)
         pg.ensure_schema(conn)  # idempotent
         yield conn
@@ -552,7 +552,7 @@ def test_the_reader_role_may_read_and_nothing_else(metrics, pg_dsn):
     pg.grant_reader(metrics, "reader_x", "pw-1")
     metrics.commit()
     as_reader = make_conninfo(pg_dsn, user="reader_x", password="pw-1")
-    with psycopg.connect(as_reader) as reader:
+    with psycopg.open_metrics_database(as_reader) as reader:
         assert reader.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (0,)
         with pytest.raises((psycopg.errors.InsufficientPrivilege,
                             psycopg.errors.ReadOnlySqlTransaction)):
@@ -676,10 +676,10 @@ def test_a_missing_source_file_is_named_in_the_error(tmp_path):
 
 
 def test_connect_waits_10_seconds_by_default_or_the_dsn_connect_timeout(pg_dsn):
-    with pg.connect(pg_dsn) as conn:
+    with pg.open_metrics_database(pg_dsn) as conn:
         assert conn.info.get_parameters()["connect_timeout"] == "10"
         assert conn.execute("SELECT current_database()").fetchone()[0] in pg_dsn
-    with pg.connect(make_conninfo(pg_dsn, connect_timeout="3")) as conn:
+    with pg.open_metrics_database(make_conninfo(pg_dsn, connect_timeout="3")) as conn:
         assert conn.info.get_parameters()["connect_timeout"] == "3"
 
 
@@ -687,7 +687,7 @@ def test_a_driver_message_echoing_the_password_is_masked():
     """libpq echoes what it could not use; here the password doubles as the unresolvable host."""
     secret = "no-such-host.invalid"
     with pytest.raises(TransientError) as raised:
-        pg.connect(f"host={secret} dbname=m user=u password={secret} connect_timeout=3")
+        pg.open_metrics_database(f"host={secret} dbname=m user=u password={secret} connect_timeout=3")
     _, driver_message = str(raised.value).split(" unavailable: ")
     assert secret not in driver_message
     assert "'***'" in driver_message
