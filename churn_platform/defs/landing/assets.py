@@ -62,8 +62,8 @@ def _spec(key: dg.AssetKey, description: str, deps: list[dg.AssetKey]) -> dg.Ass
 @dg.multi_asset(
     specs=[
         _spec(EXPORT_ROWS, "Every export's rows as they stood in its file: every value as text,"
-              " every column, plus export_id (the partition key), export_date, source_row and load time."
-              " A load replaces its own export's rows only, in one transaction.", [EXPORT_FILE]),
+              " every column, plus export_id (the partition key), export_date, source_row and load"
+              " time. A load replaces its own export's rows only, in one transaction.", [EXPORT_FILE]),
         _spec(CUSTOMER_HISTORY, "Type-2 history per customer (keyed pseudonym): one row per period"
               " in which contract, internet service, tech support, charges band, tenure band and"
               " churn stayed the same (valid_from, valid_to exclusive, is_current, lifecycle).",
