@@ -245,7 +245,9 @@ def test_random_mode_refuses_before_anything_is_written(folder, instance, job, w
 @pytest.mark.parametrize("bad, words", [
     ("CustomerID,Tenure\nC-A,5\n", "missing required columns"),  # a foreign schema
     (HEADER + "\n" + row("A", 6, MTM, "No") + '\nC-B,40,"Female,21\n', "cannot be read as CSV"),
-], ids=["foreign-schema", "corrupt"])
+    (HEADER + ",Export_ID\n" + row("A", 6, MTM, "No") + ",x\n",
+     "columns named like those the landing load adds: Export_ID"),
+], ids=["foreign-schema", "corrupt", "reserved-column"])
 def test_a_bad_export_fails_its_partition_only_and_loads_once_fixed(
         bad, words, folder, instance, job, warehouse):
     drop(folder, D1)
