@@ -27,7 +27,8 @@ def test_dashboard_provider_loads_the_dashboards_folder():
     assert provider["type"] == "file"
     assert provider["options"]["path"]
     assert set(grafana.dashboards()) == {
-        "churn_overview.json", "churn_risk.json", "data_quality.json", "pipeline_health.json"}
+        "churn_overview.json", "churn_risk.json", "data_quality.json", "pipeline_health.json",
+        "churn_history.json"}
 
 
 @pytest.mark.parametrize("name", sorted(grafana.dashboards()))

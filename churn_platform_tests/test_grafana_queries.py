@@ -64,7 +64,12 @@ def _panel_problems(panel: dict, columns: list[str], rows: list[tuple]) -> list[
     return problems
 
 
-@pytest.mark.parametrize("name", sorted(grafana.dashboards()))
+# Landing mode's dashboard reads tables an ELT history has none of: test_history_export.py runs
+# its panels on an export of real landing loads.
+LANDING_DASHBOARDS = {"churn_history.json"}
+
+
+@pytest.mark.parametrize("name", sorted(set(grafana.dashboards()) - LANDING_DASHBOARDS))
 def test_every_panel_query_returns_what_its_panel_needs(name, elt_history, pg_dsn, monkeypatch):
     assert elt_history.export(monkeypatch, pg_dsn).success
     dashboard = grafana.dashboards()[name]

@@ -139,3 +139,25 @@ CREATE TABLE IF NOT EXISTS churn_metrics.exports (
     warehouse_file_bytes bigint,
     exported_at          timestamptz NOT NULL DEFAULT now()
 );
+
+-- Landing mode (docs/landing-and-history.md): aggregates recomputed whole from customer history
+-- in DuckDB, so they are replaced whole on every export. No customer id: counts per month only.
+CREATE TABLE IF NOT EXISTS churn_metrics.retention_by_cohort (
+    cohort_month       date NOT NULL,
+    month              date NOT NULL,
+    measured_on        date NOT NULL,
+    months_since_start integer NOT NULL,
+    customers          bigint NOT NULL,
+    retained           bigint NOT NULL,
+    retention_percent  double precision,
+    exported_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cohort_month, month)
+);
+
+CREATE TABLE IF NOT EXISTS churn_metrics.monthly_churn (
+    month        date NOT NULL,
+    rule         text NOT NULL,
+    churn_events bigint NOT NULL,
+    exported_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (month, rule)
+);

@@ -105,3 +105,32 @@ def missing_rows(conn: duckdb.DuckDBPyConnection, spec: HistoryTable,
     at = spec.columns.index("snapshot_at")
     # DuckDB keeps UTC as naive timestamps; PostgreSQL gets them as explicit UTC.
     return [(*r[:at], r[at].replace(tzinfo=timezone.utc), *r[at + 1:]) for r in rows]
+
+
+@dataclass(frozen=True)
+class WholeTable:
+    """A PostgreSQL table replaced whole on every export by a DuckDB table: an aggregate that
+    a new export may change in every row (landing mode's cohort tables)."""
+
+    name: str
+    columns: tuple[str, ...]
+    source_table: str
+
+
+WHOLE_TABLES = (
+    WholeTable("retention_by_cohort",
+               ("cohort_month", "month", "measured_on", "months_since_start", "customers",
+                "retained", "retention_percent"),
+               "analytics.retention_by_cohort"),
+    WholeTable("monthly_churn", ("month", "rule", "churn_events"), "analytics.monthly_churn"),
+)
+
+
+def whole_rows(conn: duckdb.DuckDBPyConnection, spec: WholeTable) -> list[tuple] | None:
+    """The table's rows; None when DuckDB has no such table (single-file mode): PostgreSQL's
+    copy is then left as it is."""
+    if not _exists(conn, spec.source_table):
+        return None
+    return conn.execute(
+        f"SELECT {', '.join(spec.columns)} FROM {spec.source_table} ORDER BY ALL"
+    ).fetchall()

@@ -66,6 +66,7 @@ def postgres_metrics(
             "assets": summary.assets,
             "runs_synced": summary.runs_synced,
             "history_rows_expired": summary.rows_expired,
+            **{f"rows_replaced: {name}": n for name, n in summary.tables_replaced.items()},
             "warehouse_file_bytes": dg.MetadataValue.int(summary.warehouse_file_bytes or 0),
         }
     )

@@ -7,7 +7,7 @@ A failure anywhere rolls the whole export back.
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -15,7 +15,9 @@ from dagster import DagsterInstance
 from psycopg import sql
 
 from churn_platform.core.export import postgres as pg
-from churn_platform.core.export.snapshots import HISTORY_TABLES, missing_rows
+from churn_platform.core.export.snapshots import (
+    HISTORY_TABLES, WHOLE_TABLES, missing_rows, whole_rows,
+)
 from churn_platform.defs.export import instance_state as dagster_state
 from churn_platform.defs.warehouse_io import WarehouseResource
 
@@ -29,6 +31,8 @@ class ExportSummary:
     runs_synced: int
     warehouse_file_bytes: int | None
     rows_expired: int = 0
+    # Landing mode's cohort tables, replaced whole: rows written per table (absent: untouched).
+    tables_replaced: dict[str, int] = field(default_factory=dict)
 
 
 def warehouse_file_bytes(database: str) -> int | None:
@@ -68,16 +72,22 @@ def export_metrics(
             for spec in HISTORY_TABLES
         }
         new_rows = {spec.name: [] for spec in HISTORY_TABLES}
+        whole = {}
         if os.path.exists(warehouse.database):
             # Brief and read-only: the rows PostgreSQL lacks, then the warehouse is let go.
             with warehouse.get_connection(read_only=True) as duck:
                 since = cutoff.replace(tzinfo=None)
                 new_rows = {s.name: missing_rows(duck, s, known[s.name], since)
                             for s in HISTORY_TABLES}
+                whole = {s.name: whole_rows(duck, s) for s in WHOLE_TABLES}
         for spec in HISTORY_TABLES:
             rows_added[spec.name] = pg.replace_snapshots(conn, spec.name, spec.columns,
                                                           new_rows[spec.name])
 
+        replaced = {
+            spec.name: _replace(conn, spec.name, spec.columns, whole[spec.name])
+            for spec in WHOLE_TABLES if whole.get(spec.name) is not None
+        }
         checks = _replace(conn, "asset_check_results", dagster_state.CHECK_COLUMNS,
                           dagster_state.check_rows(instance, check_keys))
         assets = _replace(conn, "asset_freshness", dagster_state.FRESHNESS_COLUMNS,
@@ -95,7 +105,8 @@ def export_metrics(
                        "source_run_id", [(export_run_id, snapshots, runs, size)])
         if reader:
             pg.grant_reader(conn, *reader)
-    return ExportSummary(snapshots, rows_added, checks, assets, runs, size, expired)
+    return ExportSummary(snapshots, rows_added, checks, assets, runs, size, expired,
+                         tables_replaced=replaced)
 
 
 def _expire(conn, cutoff: datetime) -> int:

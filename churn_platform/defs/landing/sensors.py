@@ -4,6 +4,9 @@ New means new content: the registered partitions are the memory (a key ends with
 file dropped again is not registered twice and a changed file is. The cursor only caches hashes,
 so a lost cursor costs one re-read of the folder, nothing else. The run_key is the partition key:
 a re-evaluated tick starts no second run.
+
+`history_export_sensor` then sends the cohort tables to PostgreSQL after each load, as
+metrics_export_sensor does after each ELT run.
 """
 
 import json
@@ -11,7 +14,10 @@ import json
 import dagster as dg
 
 from churn_platform.core import landing, settings
-from churn_platform.defs.landing.assets import EXPORTS_PARTITIONS, landing_export_job
+from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
+from churn_platform.defs.landing.assets import (
+    EXPORTS_PARTITIONS, MONTHLY_CHURN, landing_export_job,
+)
 
 EXPORT_DATE_TAG = "churn_platform/export_date"
 MAX_REPORTED = 10
@@ -57,3 +63,22 @@ def landing_sensor(context: dg.SensorEvaluationContext):
         ],
         cursor=cursor,
     )
+
+
+@dg.asset_sensor(
+    asset_key=MONTHLY_CHURN,
+    job=metrics_export_job,
+    name="history_export_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Exports the retention and monthly churn tables to PostgreSQL after each loaded export"
+        f" (landing mode). Off while {settings.METRICS_DSN_ENV} is unset."
+    ),
+)
+def history_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    if settings.metrics_dsn() is None:
+        return dg.SkipReason(f"{settings.METRICS_DSN_ENV} is not set: no metrics database.")
+    # Keyed on the load's run (from the event: the cursor lags), like metrics_export_sensor.
+    return dg.RunRequest(run_key=f"metrics-export-{asset_event.run_id}",
+                         tags={SOURCE_RUN_TAG: asset_event.run_id})
