@@ -10,7 +10,7 @@ import pytest
 
 from churn_platform.core import backups as backup
 from churn_platform.core.errors import PlatformError
-from churn_platform.core.fields import METRICS_TABLE
+from churn_platform.core.tables import METRICS_TABLE
 from churn_platform.defs.backup import assets as backup_defs
 from churn_platform.defs.resources import build_resources
 from churn_platform_tests.conftest import query, run_elt

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from churn_platform.core.fields import (
+from churn_platform.core.source import staging_table
+from churn_platform.core.tables import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
     REJECTED_TABLE,
     STAGING_TABLE,
 )
-from churn_platform.core.source import staging_table
 from churn_platform.defs.elt.assets import STAGING
 from churn_platform_tests.conftest import HEADER, query, run_elt, write_csv, write_table
 

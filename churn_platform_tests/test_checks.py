@@ -7,9 +7,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform.core.fields import METRICS_TABLE
 from churn_platform.core.mapping import load_mapping
 from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING, SAMPLE_CSV
+from churn_platform.core.tables import METRICS_TABLE
 from churn_platform.defs.elt import checks
 from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import run_elt

@@ -17,7 +17,7 @@ from churn_platform.core import warehouse as wh
 from churn_platform.core.errors import PlatformError, TransientError
 from churn_platform.core.export import postgres as pg
 from churn_platform.core.export import snapshots
-from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.fields import FIELDS
 from churn_platform.core.mapping import (
     DEFAULT_MAPPING,
     Dialect,
@@ -34,6 +34,7 @@ from churn_platform.core.source import (
     read_header,
     staging_table,
 )
+from churn_platform.core.tables import METRICS_TABLE, SEGMENT_TABLE
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform_tests.conftest import HEADER, load_and_transform, write_csv
 from churn_platform_tests.postgres import free_port

@@ -17,14 +17,14 @@ import dagster as dg
 import pytest
 
 from churn_platform import sample_data
-from churn_platform.core.fields import (
+from churn_platform.core.settings import PROJECT_ROOT
+from churn_platform.core.tables import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
     REJECTED_TABLE,
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
-from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.defs.failures import TERMINATED
 from churn_platform.defs.warehouse_io import WarehouseResource
 from churn_platform_tests.conftest import published_set_of, query, run_elt

@@ -14,7 +14,14 @@ from churn_platform_tests.location import platform_defs
 from churn_platform_tests.support import grafana
 from churn_platform_tests.test_grafana_queries import _panel_problems, _run
 from churn_platform_tests.test_landing_load import (  # noqa: F401 (fixtures)
-    D1, D2, D3, MONTHLY, RETENTION, drop, folder, run_requested,
+    D1,
+    D2,
+    D3,
+    MONTHLY,
+    RETENTION,
+    drop,
+    folder,
+    run_requested,
 )
 
 FEB = date(2026, 2, 1)

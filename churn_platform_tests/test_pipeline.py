@@ -6,7 +6,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.fields import FIELDS
+from churn_platform.core.tables import METRICS_TABLE, SEGMENT_TABLE
 from churn_platform.core.warehouse import quote_ident
 from churn_platform.defs.elt.assets import (
     ANALYTICS,

@@ -3,6 +3,7 @@ one DuckDB expression, so millions of customers are scored in bounded memory wit
 """
 
 from churn_platform.core.churn_model import LABEL, SEED, ChurnModel
+from churn_platform.core.tables import EVALUATIONS_TABLE
 from churn_platform.core.warehouse import quote_ident as _ident
 from churn_platform.core.warehouse import quote_literal as _text
 
@@ -150,9 +151,6 @@ def score_summary_sql(scores: str) -> str:
     """
 
 
-EVALUATIONS_TABLE = "analytics.churn_model_evaluations"
-SCORES_TABLE = "analytics.churn_scores"
-SCORE_SUMMARY_TABLE = "analytics.churn_score_summary"
 
 # One row per training, as named parameters; snapshot_id / run_id / trained_at make it a
 # history like the metrics (a re-executed run replaces its row) and let the export find it.

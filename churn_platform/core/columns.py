@@ -5,15 +5,17 @@ without a line here is caught by the tests.
 """
 
 from churn_platform.core.fields import (
-    ANALYTICS_TABLE,
     FIELDS,
-    METRICS_TABLE,
     MONTHLY_CHARGES_BANDS,
-    REJECTED_TABLE,
     SEGMENT_DIMENSIONS,
+    TENURE_BANDS,
+)
+from churn_platform.core.tables import (
+    ANALYTICS_TABLE,
+    METRICS_TABLE,
+    REJECTED_TABLE,
     SEGMENT_TABLE,
     STAGING_TABLE,
-    TENURE_BANDS,
 )
 
 

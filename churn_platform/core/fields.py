@@ -57,8 +57,3 @@ DERIVED_FROM = {
 
 SEGMENT_DIMENSIONS = ("contract_type", "tenure_category", "monthly_charges_category")
 
-STAGING_TABLE = "staging.customer_churn"
-ANALYTICS_TABLE = "analytics.customer_churn"
-REJECTED_TABLE = "analytics.rejected_rows"
-METRICS_TABLE = "analytics.data_quality_metrics"
-SEGMENT_TABLE = "analytics.churn_by_segment"

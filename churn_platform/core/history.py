@@ -29,12 +29,14 @@ from datetime import date, datetime, timezone
 import duckdb
 
 from churn_platform.core.errors import InputError, PlatformError
+from churn_platform.core.tables import (
+    EVENTS_TABLE,
+    EXPORTS_TABLE,
+    HISTORY_TABLE,
+    LAST_SEEN_TABLE,
+)
 from churn_platform.core.warehouse import clean_duckdb_error, quote_literal, rollback
 
-HISTORY_TABLE = "analytics.customer_history"
-EVENTS_TABLE = "analytics.churn_events"
-EXPORTS_TABLE = "analytics.history_exports"
-LAST_SEEN_TABLE = "analytics.customer_last_seen"
 # The attributes whose change opens a new version.
 ATTRIBUTES = ("contract_type", "internet_service", "tech_support", "monthly_charges_category",
               "tenure_category", "churn")

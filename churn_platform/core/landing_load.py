@@ -15,19 +15,22 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from churn_platform.core import history
+from churn_platform.core import history, tables
 from churn_platform.core.errors import InputError
 from churn_platform.core.landing import Export, require_stable_pseudonyms
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.source import SourceFileError, staging_table
+from churn_platform.core.tables import EXPORT_ROWS_TABLE
 from churn_platform.core.transform import analytics_sql
 from churn_platform.core.warehouse import (
-    SqlTable, clean_duckdb_error, quote_ident, quote_literal, rollback, write_table,
+    SqlTable,
+    clean_duckdb_error,
+    quote_ident,
+    quote_literal,
+    rollback,
+    write_table,
 )
 
-EXPORT_ROWS_TABLE = "landing.export_rows"
-RETENTION_TABLE = "analytics.retention_by_cohort"
-MONTHLY_CHURN_TABLE = "analytics.monthly_churn"
 # Columns the load adds beside staging's; a source column may not take their names.
 EXPORT_COLUMNS = ("export_id", "export_date")
 _CREATE_ROWS = f"""CREATE TABLE IF NOT EXISTS {EXPORT_ROWS_TABLE} (
@@ -136,7 +139,7 @@ def load_export(connection: duckdb.DuckDBPyConnection, export: Export, mapping: 
                 SqlTable(history.retention_by_cohort_sql()))
     write_table(connection, "analytics", "monthly_churn", SqlTable(history.monthly_churn_sql()))
     customers, repeated = connection.execute(
-        f"SELECT customers, repeated_rows FROM {history.EXPORTS_TABLE} WHERE export_key = ?",
+        f"SELECT customers, repeated_rows FROM {tables.EXPORTS_TABLE} WHERE export_key = ?",
         [export.partition_key],
     ).fetchone()
     return Loaded(rows, outcome, customers or 0, repeated or 0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import duckdb
 
 from churn_platform.core.errors import PlatformError
-from churn_platform.core.fields import (
+from churn_platform.core.tables import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
     REJECTED_TABLE,

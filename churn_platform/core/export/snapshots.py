@@ -9,8 +9,13 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from churn_platform.core.churn_model_sql import EVALUATIONS_TABLE, SCORE_SUMMARY_TABLE
-from churn_platform.core.fields import FIELDS, METRICS_TABLE, SEGMENT_TABLE
+from churn_platform.core.fields import FIELDS
+from churn_platform.core.tables import (
+    EVALUATIONS_TABLE,
+    METRICS_TABLE,
+    SCORE_SUMMARY_TABLE,
+    SEGMENT_TABLE,
+)
 
 
 @dataclass(frozen=True)

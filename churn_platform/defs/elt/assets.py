@@ -13,10 +13,10 @@ import duckdb
 
 from churn_platform.core import publish
 from churn_platform.core.clock import utc_now
-from churn_platform.core.fields import SEGMENT_TABLE, STAGING_TABLE
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
 from churn_platform.core.source import staging_table
+from churn_platform.core.tables import SEGMENT_TABLE, STAGING_TABLE
 from churn_platform.core.transform import analytics_sql, rejected_sql
 from churn_platform.core.warehouse import SqlTable
 from churn_platform.defs.failures import reported_as_failure

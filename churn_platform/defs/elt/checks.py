@@ -12,14 +12,14 @@ import dagster as dg
 
 from churn_platform.core import check_rules as rules_of
 from churn_platform.core.check_rules import DRIFT_MIN_HISTORY, DRIFT_STDDEVS
-from churn_platform.core.fields import (
+from churn_platform.core.mapping import SourceMapping
+from churn_platform.core.publish import Tables, split_parity
+from churn_platform.core.tables import (
     ANALYTICS_TABLE,
     METRICS_TABLE,
     REJECTED_TABLE,
     STAGING_TABLE,
 )
-from churn_platform.core.mapping import SourceMapping
-from churn_platform.core.publish import Tables, split_parity
 from churn_platform.core.transform import cell
 from churn_platform.defs.elt.assets import ANALYTICS, METRICS, REJECTED, STAGING
 from churn_platform.defs.resources import ChurnSource

@@ -16,7 +16,10 @@ from psycopg import sql
 
 from churn_platform.core.export import postgres as pg
 from churn_platform.core.export.snapshots import (
-    HISTORY_TABLES, WHOLE_TABLES, missing_rows, whole_rows,
+    HISTORY_TABLES,
+    WHOLE_TABLES,
+    missing_rows,
+    whole_rows,
 )
 from churn_platform.defs.export import instance_state as dagster_state
 from churn_platform.defs.warehouse_io import WarehouseResource

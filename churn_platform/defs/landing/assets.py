@@ -9,7 +9,7 @@ once that export was applied.
 
 import dagster as dg
 
-from churn_platform.core import history, landing, landing_load, settings
+from churn_platform.core import landing, landing_load, settings, tables
 from churn_platform.core.errors import InputError
 from churn_platform.defs.elt.assets import OWNERS
 from churn_platform.defs.failures import reported_as_failure
@@ -96,22 +96,22 @@ def landing_export_load(context: dg.AssetExecutionContext, warehouse: WarehouseR
                                               settings.missing_exports_for_churn())
             counts = {
                 table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in (history.HISTORY_TABLE, history.EVENTS_TABLE,
-                              landing_load.RETENTION_TABLE, landing_load.MONTHLY_CHURN_TABLE)
+                for table in (tables.HISTORY_TABLE, tables.EVENTS_TABLE,
+                              tables.RETENTION_TABLE, tables.MONTHLY_CHURN_TABLE)
             }
     context.log.info(f"export {export.partition_key}: {loaded.rows} rows, history {loaded.history}")
     yield dg.MaterializeResult(asset_key=EXPORT_ROWS, metadata={
         "dagster/row_count": loaded.rows, "file": export.name, "sha256": export.sha256,
         "export_date": export.export_date.isoformat()})
     yield dg.MaterializeResult(asset_key=CUSTOMER_HISTORY, metadata={
-        "dagster/row_count": counts[history.HISTORY_TABLE], "history": loaded.history,
+        "dagster/row_count": counts[tables.HISTORY_TABLE], "history": loaded.history,
         "customers_in_export": loaded.customers, "repeated_rows": loaded.repeated_rows})
     yield dg.MaterializeResult(asset_key=CHURN_EVENTS, metadata={
-        "dagster/row_count": counts[history.EVENTS_TABLE]})
+        "dagster/row_count": counts[tables.EVENTS_TABLE]})
     yield dg.MaterializeResult(asset_key=RETENTION, metadata={
-        "dagster/row_count": counts[landing_load.RETENTION_TABLE]})
+        "dagster/row_count": counts[tables.RETENTION_TABLE]})
     yield dg.MaterializeResult(asset_key=MONTHLY_CHURN, metadata={
-        "dagster/row_count": counts[landing_load.MONTHLY_CHURN_TABLE]})
+        "dagster/row_count": counts[tables.MONTHLY_CHURN_TABLE]})
 
 
 landing_export_job = dg.define_asset_job(

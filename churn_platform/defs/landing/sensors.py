@@ -16,7 +16,9 @@ import dagster as dg
 from churn_platform.core import landing, settings
 from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
 from churn_platform.defs.landing.assets import (
-    EXPORTS_PARTITIONS, MONTHLY_CHURN, landing_export_job,
+    EXPORTS_PARTITIONS,
+    MONTHLY_CHURN,
+    landing_export_job,
 )
 
 EXPORT_DATE_TAG = "churn_platform/export_date"

@@ -14,13 +14,13 @@ import pandas as pd
 from churn_platform.core import churn_model as cm
 from churn_platform.core.churn_model_sql import (
     EVALUATION_ROW_SQL,
-    EVALUATIONS_TABLE,
     PROMOTED_SQL,
     SUMMARY_SEGMENTS,
     score_summary_sql,
     scoring_sql,
 )
 from churn_platform.core.clock import utc_now
+from churn_platform.core.tables import EVALUATIONS_TABLE
 from churn_platform.core.warehouse import SqlTable, write_table
 from churn_platform.defs.elt.assets import ANALYTICS, OWNERS
 from churn_platform.defs.failures import reported_as_failure

@@ -7,8 +7,7 @@ these checks read that row (SQL, not frames), so the UI, the table and the score
 import dagster as dg
 
 from churn_platform.core.churn_model import NEAR_PERFECT_ROC_AUC
-from churn_platform.core.churn_model_sql import EVALUATIONS_TABLE, SCORES_TABLE
-from churn_platform.core.fields import ANALYTICS_TABLE
+from churn_platform.core.tables import ANALYTICS_TABLE, EVALUATIONS_TABLE, SCORES_TABLE
 from churn_platform.defs.model.assets import MODEL, SCORES
 from churn_platform.defs.warehouse_io import WarehouseResource
 
