@@ -27,7 +27,7 @@ def plan(source_csv: str) -> list[dict]:
     Each entry writes one table: `select` into `table`, replacing it or, with `history`, appended
     to it; `prepare` (a statement and its parameters) runs first, as the IO manager runs it.
     """
-    from churn_platform.core.fields import (
+    from churn_platform.core.tables import (
         ANALYTICS_TABLE,
         METRICS_TABLE,
         REJECTED_TABLE,
