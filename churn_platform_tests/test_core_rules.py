@@ -497,7 +497,7 @@ def segment(snapshot: str, run: str, name: str, customers: int) -> tuple:
 
 @pytest.fixture
 def metrics(pg_dsn):
-    with psycopg.open_metrics_database(pg_dsn) as conn:
+    with psycopg.connect(pg_dsn) as conn:
         pg.ensure_schema(conn)
         pg.ensure_schema(conn)  # idempotent
         yield conn
@@ -553,7 +553,7 @@ def test_the_reader_role_may_read_and_nothing_else(metrics, pg_dsn):
     pg.grant_reader(metrics, "reader_x", "pw-1")
     metrics.commit()
     as_reader = make_conninfo(pg_dsn, user="reader_x", password="pw-1")
-    with psycopg.open_metrics_database(as_reader) as reader:
+    with psycopg.connect(as_reader) as reader:
         assert reader.execute("SELECT count(*) FROM churn_metrics.kpi_snapshots").fetchone() == (0,)
         with pytest.raises((psycopg.errors.InsufficientPrivilege,
                             psycopg.errors.ReadOnlySqlTransaction)):
