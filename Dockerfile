@@ -1,7 +1,8 @@
 # One image for the code server, the webservers and the daemon of the docker compose stack.
-# An exact version; to pin its digest too (where Docker Hub is reachable), append @sha256:<digest> from
-#   docker buildx imagetools inspect python:3.11.13-slim-bookworm --format '{{json .Manifest.Digest}}'
-FROM python:3.11.13-slim-bookworm
+# An exact version and its digest (the multi-platform index, so amd64 and arm64 both resolve). To
+# move to a newer version, read the new tag's digest where Docker Hub is reachable:
+#   docker buildx imagetools inspect python:<tag> --format '{{json .Manifest.Digest}}'
+FROM python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

