@@ -177,7 +177,7 @@ def published_set_of(database: Path | str) -> dict[str, int]:
 SLOW_MODULES = {
     "test_bench.py", "test_faults.py", "test_fuzz.py", "test_postgres_outage.py",
     "test_mapping_runs.py", "test_security.py", "test_metrics_export.py", "test_publish.py",
-    "test_churn_model_runs.py",
+    "test_churn_model_runs.py", "test_publish_ui.py",
 }
 
 

@@ -258,3 +258,86 @@ class GraphQL:
         body = response.json()
         assert not body.get("errors"), body["errors"]
         return body["data"]
+
+
+# The GraphQL the UI sends, for tests that drive a running webserver as a user would.
+LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message stack }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId jobName status startTime endTime tags { key value } }
+  }
+}"""
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId jobName status startTime endTime tags { key value } } }
+  }
+}"""
+
+SCHEDULE = """
+query Schedule($selector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $selector) {
+    __typename
+    ... on Schedule {
+      cronSchedule
+      scheduleState { id status }
+      futureTicks(limit: 1) { results { timestamp } }
+    }
+  }
+}"""
+
+STOP_SCHEDULE = """
+mutation Stop($id: String!) {
+  stopRunningSchedule(id: $id) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { status } }
+    ... on PythonError { message }
+  }
+}"""
+
+DONE = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def finished(gql: GraphQL, run_id: str) -> dict | None:
+    run = gql(RUN, runId=run_id)["runOrError"]
+    assert run["__typename"] == "Run", run
+    return run if run["status"] in DONE else None
+
+
+def list_runs(gql: GraphQL, **run_filter) -> list[dict]:
+    return gql(RUNS, filter=run_filter)["runsOrError"]["results"]
+
+
+def launch_run(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}"):
+    params = {
+        "selector": {**LOCATION, "jobName": job},
+        "runConfigData": run_config,
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    result = gql(LAUNCH, params=params)["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def own_the_schedule(gql: GraphQL, schedule_name: str) -> None:
+    """Stop the schedule, RUNNING by default, before the daemon starts: the real top-of-the-hour
+    tick would otherwise add a run whenever the test crosses an hour. The test drives its ticks."""
+    selector = {**LOCATION, "scheduleName": schedule_name}
+    state = gql(SCHEDULE, selector=selector)["scheduleOrError"]["scheduleState"]
+    assert state["status"] == "RUNNING"  # what a user gets
+    stopped = gql(STOP_SCHEDULE, id=state["id"])["stopRunningSchedule"]
+    assert stopped["__typename"] == "ScheduleStateResult", stopped
+    assert stopped["scheduleState"]["status"] == "STOPPED"

@@ -22,6 +22,14 @@ from churn_platform.defs.runs import WAREHOUSE_TAG as WAREHOUSE_TAGS
 from churn_platform_tests.location import defs
 from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
+    DONE,
+    LAUNCH,
+    LOCATION,
+    SCHEDULE,
+    finished,
+    launch_run,
+    own_the_schedule,
+    list_runs,
     STACK_INSTANCE,
     GraphQL,
     ProcessGroups,
@@ -35,35 +43,9 @@ from churn_platform_tests.stack import (
     wait_until,
 )
 
-LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
 [WAREHOUSE_TAG] = WAREHOUSE_TAGS
 EXPORT_JOB = "metrics_export_job"
 BACKUP_JOB = "warehouse_backup_job"
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on PythonError { message stack }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-
-RUN = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId jobName status startTime endTime tags { key value } }
-  }
-}"""
-
-RUNS = """
-query Runs($filter: RunsFilter) {
-  runsOrError(filter: $filter) {
-    ... on Runs { results { runId jobName status startTime endTime tags { key value } } }
-  }
-}"""
 
 CHECKS = """
 query Checks {
@@ -82,27 +64,6 @@ query Checks {
         }
       }
     }
-  }
-}"""
-
-SCHEDULE = """
-query Schedule($selector: ScheduleSelector!) {
-  scheduleOrError(scheduleSelector: $selector) {
-    __typename
-    ... on Schedule {
-      cronSchedule
-      scheduleState { id status }
-      futureTicks(limit: 1) { results { timestamp } }
-    }
-  }
-}"""
-
-STOP_SCHEDULE = """
-mutation Stop($id: String!) {
-  stopRunningSchedule(id: $id) {
-    __typename
-    ... on ScheduleStateResult { scheduleState { status } }
-    ... on PythonError { message }
   }
 }"""
 
@@ -126,7 +87,6 @@ DAEMONS = """
 """
 
 DEFAULT_TIMEOUT = 180
-DONE = ("SUCCESS", "FAILURE", "CANCELED")
 EVALUATED = ("SUCCEEDED", "FAILED")  # passed, or evaluated and not passed (not skipped or errored)
 SAMPLE_ROWS = len(SAMPLE_CSV.read_text().splitlines()) - 1  # one line per record, after the header
 
@@ -167,38 +127,6 @@ def stack_env(tmp_path, dagster_database, metrics_database) -> dict[str, str]:
     }
 
 
-def _finished(gql: GraphQL, run_id: str) -> dict | None:
-    run = gql(RUN, runId=run_id)["runOrError"]
-    assert run["__typename"] == "Run", run
-    return run if run["status"] in DONE else None
-
-
-def _runs(gql: GraphQL, **run_filter) -> list[dict]:
-    return gql(RUNS, filter=run_filter)["runsOrError"]["results"]
-
-
-def _launch(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}"):
-    params = {
-        "selector": {**LOCATION, "jobName": job},
-        "runConfigData": run_config,
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
-    }
-    result = gql(LAUNCH, params=params)["launchRun"]
-    assert result["__typename"] == "LaunchRunSuccess", result
-    return result["run"]["runId"]
-
-
-def _own_the_schedule(gql: GraphQL, schedule_name: str) -> None:
-    """Stop the schedule, RUNNING by default, before the daemon starts: the real top-of-the-hour
-    tick would otherwise add a run whenever the test crosses an hour. The test drives its ticks."""
-    selector = {**LOCATION, "scheduleName": schedule_name}
-    state = gql(SCHEDULE, selector=selector)["scheduleOrError"]["scheduleState"]
-    assert state["status"] == "RUNNING"  # what a user gets
-    stopped = gql(STOP_SCHEDULE, id=state["id"])["stopRunningSchedule"]
-    assert stopped["__typename"] == "ScheduleStateResult", stopped
-    assert stopped["scheduleState"]["status"] == "STOPPED"
-
-
 def _launch_next_tick(gql: GraphQL, schedule_name: str) -> str:
     """The schedule's next tick as a run, the way the UI's "Test schedule" makes one: the code
     server evaluates the tick, the run is launched with the tick's config and tags."""
@@ -213,7 +141,7 @@ def _launch_next_tick(gql: GraphQL, schedule_name: str) -> str:
     [request] = dry_run["evaluationResult"]["runRequests"]
     tags = {t["key"]: t["value"] for t in request["tags"]}
     assert tags["dagster/schedule_name"] == schedule_name
-    return _launch(gql, "churn_elt_job", tags, request["runConfigYaml"])
+    return launch_run(gql, "churn_elt_job", tags, request["runConfigYaml"])
 
 
 def _latest_check_executions(gql: GraphQL) -> dict[tuple, dict | None]:
@@ -274,18 +202,18 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         refused = viewer(LAUNCH, params={"selector": {**LOCATION, "jobName": "churn_elt_job"},
                                          "runConfigData": "{}"})["launchRun"]
         assert refused["__typename"] == "UnauthorizedError", refused
-        assert _runs(gql, pipelineName="churn_elt_job") == [], "neither attempt started a run"
-        _own_the_schedule(gql, "hourly_churn_elt")
+        assert list_runs(gql, pipelineName="churn_elt_job") == [], "neither attempt started a run"
+        own_the_schedule(gql, "hourly_churn_elt")
         procs.start("daemon", services["daemon"]["command"])
 
         # A manual run, right behind it the hourly schedule's next tick turned into a run, and a
         # manual export: started together, as soon as the daemon is started, they queue, and none
         # fails for DuckDB's lock.
-        manual_run = _launch(gql, "churn_elt_job")
+        manual_run = launch_run(gql, "churn_elt_job")
         scheduled_run = _launch_next_tick(gql, "hourly_churn_elt")
-        manual_export = _launch(gql, EXPORT_JOB)
+        manual_export = launch_run(gql, EXPORT_JOB)
         for run_id in (manual_run, scheduled_run, manual_export):
-            run = wait_until(f"run {run_id}", lambda: _finished(gql, run_id), DEFAULT_TIMEOUT,
+            run = wait_until(f"run {run_id}", lambda: finished(gql, run_id), DEFAULT_TIMEOUT,
                              on_timeout=logs)
             assert run["status"] == "SUCCESS", logs()
         # The daemon dequeued them; its compose health check says so too. (Checked after the
@@ -316,12 +244,12 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         # The daemon's sensor notices the new metrics snapshot and the queue runs the export.
         exports = wait_until(
             "the sensor's export run",
-            lambda: [r for r in _runs(gql, pipelineName=EXPORT_JOB) if r["status"] in DONE],
+            lambda: [r for r in list_runs(gql, pipelineName=EXPORT_JOB) if r["status"] in DONE],
             DEFAULT_TIMEOUT, on_timeout=logs,
         )
         assert {r["status"] for r in exports} == {"SUCCESS"}, logs()
         # Viewers see the same runs as operators.
-        assert {manual_run, scheduled_run, manual_export} <= {r["runId"] for r in _runs(viewer)}
+        assert {manual_run, scheduled_run, manual_export} <= {r["runId"] for r in list_runs(viewer)}
         # The snapshot, read as Grafana reads it: through the read-only role.
         with psycopg.connect(metrics_database.reader_dsn) as conn:
             exported = dict(conn.execute(
@@ -343,17 +271,17 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
         # The backup sensor follows each successful ELT run.
         wait_until(
             "the backups after the ELT runs",
-            lambda: len([r for r in _runs(gql, pipelineName=BACKUP_JOB) if r["status"] in DONE]) >= 2,
+            lambda: len([r for r in list_runs(gql, pipelineName=BACKUP_JOB) if r["status"] in DONE]) >= 2,
             DEFAULT_TIMEOUT, on_timeout=logs,
         )
         # Stop when idle, as an operator would: no run left queued or in flight.
         wait_until("the run queue to drain",
-                   lambda: not _runs(gql, statuses=["QUEUED", "STARTING", "STARTED"]),
+                   lambda: not list_runs(gql, statuses=["QUEUED", "STARTING", "STARTED"]),
                    DEFAULT_TIMEOUT, on_timeout=logs)
 
         # One warehouse run at a time, whoever started it (manual, schedule, sensor): the queue
         # never let two of them overlap.
-        runs = _runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": WAREHOUSE_TAGS[WAREHOUSE_TAG]}])
+        runs = list_runs(gql, tags=[{"key": WAREHOUSE_TAG, "value": WAREHOUSE_TAGS[WAREHOUSE_TAG]}])
         assert {r["jobName"] for r in runs} == {"churn_elt_job", EXPORT_JOB, BACKUP_JOB}
         # The ELT runs are the two the test started: the stopped schedule added none.
         assert {r["runId"] for r in runs if r["jobName"] == "churn_elt_job"} == {
