@@ -43,6 +43,7 @@ from churn_platform.core.warehouse import (
     owner_only,
     quote_ident,
     quote_literal,
+    transaction,
 )
 
 _STAMP = "%Y%m%dT%H%M%S%fZ"
@@ -112,8 +113,7 @@ def _copy_sql(table: str, columns: list[tuple[str, str]], target: Path) -> str:
 def _export(conn: duckdb.DuckDBPyConnection, folder: Path) -> list[Table]:
     """Every published table as Parquet, read in one transaction: one committed snapshot of them
     all. Candidates a killed or held-back run left are not published, and not backed up."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         tables = []
         names = conn.execute(
             "SELECT schema_name, table_name FROM duckdb_tables()"
@@ -135,10 +135,6 @@ def _export(conn: duckdb.DuckDBPyConnection, folder: Path) -> list[Table]:
             copy = _copy_sql(_qualified(conn, schema, name), columns, folder / file)
             rows = conn.execute(copy).fetchone()[0]
             tables.append(Table(schema, name, tuple(columns), rows, file, 0, ""))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return tables
 
 

@@ -22,7 +22,12 @@ from churn_platform.core.tables import (
     SEGMENT_TABLE,
     STAGING_TABLE,
 )
-from churn_platform.core.warehouse import SqlTable, merge_history, quote_ident, rollback
+from churn_platform.core.warehouse import (
+    SqlTable,
+    merge_history,
+    quote_ident,
+    transaction,
+)
 
 CANDIDATE_PREFIX = "_candidate_"
 # The tables published together, in order, with the key a history merges its snapshots on.
@@ -127,8 +132,7 @@ def publish(conn: duckdb.DuckDBPyConnection, tables: Sequence[tuple[str, str | N
     """Publish this run's candidates of `tables` ((schema.table, history key or None)) in one
     transaction; `verify(conn, published)` sees the set as it will be and may raise to keep the
     previous one. Tables without a candidate of this run stay as they are."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         done = []
         for qualified, history_key in tables:
             schema, table = _split(qualified)
@@ -147,10 +151,6 @@ def publish(conn: duckdb.DuckDBPyConnection, tables: Sequence[tuple[str, str | N
             done.append(qualified)
         verify(conn, done)
         published = [_described(conn, qualified) for qualified in done]
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
     return published
 
 

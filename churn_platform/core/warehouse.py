@@ -134,6 +134,25 @@ def rollback(connection: duckdb.DuckDBPyConnection) -> None:
         pass  # DuckDB already ended it (a failed COMMIT, e.g. on a full disk)
 
 
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection, failure: str | None = None,
+                error: type[PlatformError] = PlatformError) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, rolled back whatever ends it early (a signal included). With `failure`,
+    a DuckDB error becomes `error("<failure>: <DuckDB's message>")`, cleaned of source lines."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except duckdb.Error as exc:
+        rollback(connection)
+        if failure is None:
+            raise
+        raise error(f"{failure}: {clean_duckdb_error(exc)}") from None
+    except BaseException:
+        rollback(connection)
+        raise
+
+
 def merge_history(connection: duckdb.DuckDBPyConnection, table: str, obj: SqlTable) -> dict:
     """Replace this snapshot's rows in the history; a one-row snapshot's numbers become metadata."""
     key = quote_ident(obj.history_key)
@@ -191,8 +210,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, name: str,
     table = f"{quote_ident(schema)}.{quote_ident(name)}"
     snapshot = {}
     connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection, obj.error_context or f"writing {table}"):
         if obj.prepare:
             # The prepared table keeps the order of what it reads: staging numbers rows by it.
             connection.execute("SET SESSION preserve_insertion_order = true")
@@ -214,13 +232,4 @@ def write_table(connection: duckdb.DuckDBPyConnection, schema: str, name: str,
         ).fetchall()
         if obj.prepare:
             connection.execute("DROP TABLE IF EXISTS _prepared")
-        connection.execute("COMMIT")
-    except duckdb.Error as error:
-        rollback(connection)
-        raise PlatformError(
-            f"{obj.error_context or 'writing ' + table}: {clean_duckdb_error(error)}"
-        ) from None
-    except BaseException:
-        rollback(connection)
-        raise
     return Written(row_count, columns, snapshot)
