@@ -308,6 +308,30 @@ mutation Stop($id: String!) {
   }
 }"""
 
+CHECKS = """
+query Checks {
+  assetNodes {
+    assetKey { path }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          blocking
+          executionForLatestMaterialization {
+            runId
+            status
+            evaluation {
+              success
+              severity
+              metadataEntries { label ... on TextMetadataEntry { text } }
+            }
+          }
+        }
+      }
+    }
+  }
+}"""
+
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
 
@@ -341,3 +365,12 @@ def own_the_schedule(gql: GraphQL, schedule_name: str) -> None:
     stopped = gql(STOP_SCHEDULE, id=state["id"])["stopRunningSchedule"]
     assert stopped["__typename"] == "ScheduleStateResult", stopped
     assert stopped["scheduleState"]["status"] == "STOPPED"
+
+
+def latest_check_executions(gql: GraphQL) -> dict[tuple, dict | None]:
+    """(asset path, check name) -> its execution after its asset's latest materialization."""
+    return {
+        (tuple(node["assetKey"]["path"]), check["name"]): check["executionForLatestMaterialization"]
+        for node in gql(CHECKS)["assetNodes"]
+        for check in node["assetChecksOrError"].get("checks", [])
+    }

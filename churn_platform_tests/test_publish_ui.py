@@ -18,6 +18,7 @@ from churn_platform_tests.stack import (
     GraphQL,
     ProcessGroups,
     finished,
+    latest_check_executions,
     launch_run,
     own_the_schedule,
     venv_path,
@@ -27,27 +28,6 @@ from churn_platform_tests.stack import (
 TIMEOUT = 180
 WORKSPACE = str(PROJECT_ROOT / "workspace.yaml")  # the location named churn_platform, as make run
 PLANTED_BUG = PROJECT_ROOT / "churn_platform_tests" / "support" / "lose_rejected_rows"
-
-PARITY = """
-query Parity {
-  assetNodeOrError(assetKey: {path: ["analytics", "rejected_rows"]}) {
-    ... on AssetNode {
-      assetChecksOrError {
-        ... on AssetChecks {
-          checks {
-            name
-            blocking
-            executionForLatestMaterialization {
-              runId
-              status
-              evaluation { success metadataEntries { label ... on TextMetadataEntry { text } } }
-            }
-          }
-        }
-      }
-    }
-  }
-}"""
 
 LATEST = """
 query Latest($path: [String!]!) {
@@ -108,11 +88,10 @@ def test_the_ui_shows_which_blocking_check_held_a_run_back(tmp_path):
         held = launch_run(gql, "churn_elt_job")
         assert run_to_the_end(held) == "FAILURE", logs()
 
-        # The check's page: parity, blocking, failed on the held-back run, saying what it held back.
-        checks = gql(PARITY)["assetNodeOrError"]["assetChecksOrError"]["checks"]
-        [parity] = [c for c in checks if c["name"] == "row_count_parity"]
-        execution = parity["executionForLatestMaterialization"]
-        assert parity["blocking"] and execution["runId"] == held
+        # The check's page: parity failed on the held-back run, saying what it held back.
+        execution = latest_check_executions(gql)[(("analytics", "rejected_rows"),
+                                                  "row_count_parity")]
+        assert execution["runId"] == held
         assert execution["status"] == "FAILED" and not execution["evaluation"]["success"]
         entries = {e["label"]: e.get("text") for e in execution["evaluation"]["metadataEntries"]}
         assert "nothing of this run is published" in entries["held back"]

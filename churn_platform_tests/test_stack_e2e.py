@@ -26,18 +26,19 @@ from churn_platform_tests.stack import (
     LAUNCH,
     LOCATION,
     SCHEDULE,
-    finished,
-    launch_run,
-    own_the_schedule,
-    list_runs,
     STACK_INSTANCE,
     GraphQL,
     ProcessGroups,
     command_succeeds,
     compose_services,
     dockerfile_env,
+    finished,
     group_alive,
+    latest_check_executions,
+    launch_run,
+    list_runs,
     on_loopback,
+    own_the_schedule,
     processes_with_env,
     venv_path,
     wait_until,
@@ -46,26 +47,6 @@ from churn_platform_tests.stack import (
 [WAREHOUSE_TAG] = WAREHOUSE_TAGS
 EXPORT_JOB = "metrics_export_job"
 BACKUP_JOB = "warehouse_backup_job"
-
-CHECKS = """
-query Checks {
-  assetNodes {
-    assetKey { path }
-    assetChecksOrError {
-      ... on AssetChecks {
-        checks {
-          name
-          blocking
-          executionForLatestMaterialization {
-            runId
-            status
-            evaluation { success severity }
-          }
-        }
-      }
-    }
-  }
-}"""
 
 DRY_RUN = """
 mutation DryRun($selector: ScheduleSelector!, $timestamp: Float) {
@@ -144,15 +125,6 @@ def _launch_next_tick(gql: GraphQL, schedule_name: str) -> str:
     return launch_run(gql, "churn_elt_job", tags, request["runConfigYaml"])
 
 
-def _latest_check_executions(gql: GraphQL) -> dict[tuple, dict | None]:
-    """(asset path, check name) -> its execution after its asset's latest materialization."""
-    return {
-        (tuple(node["assetKey"]["path"]), check["name"]): check["executionForLatestMaterialization"]
-        for node in gql(CHECKS)["assetNodes"]
-        for check in node["assetChecksOrError"].get("checks", [])
-    }
-
-
 def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_path):
     services = compose_services()
     for name in ("code-server", "webserver", "webserver-readonly", "daemon"):
@@ -223,7 +195,7 @@ def test_stack_runs_the_platform_end_to_end(stack_env, metrics_database, tmp_pat
 
         # Every asset check, read back as the UI reads it: each one evaluated after the latest
         # materialization of its asset, and none of ERROR severity failed.
-        checks = _latest_check_executions(gql)
+        checks = latest_check_executions(gql)
         asset_graph = defs.get_repository_def().asset_graph
         defined = {(tuple(k.asset_key.path), k.name) for k in asset_graph.asset_check_keys}
         assert set(checks) == defined
