@@ -142,3 +142,22 @@ def test_the_elt_in_landing_mode_before_any_load_fails_saying_so(folder, jobs, w
     assert "no export of the landing folder" in message and str(folder) in message
     assert query(warehouse, "SELECT count(*) FROM information_schema.tables"
                             " WHERE table_schema IN ('staging', 'analytics')")[0][0] == 0
+
+
+def hourly_tick(instance):
+    context = dg.build_schedule_context(instance=instance)
+    return defs.resolve_schedule_def("hourly_churn_elt").evaluate_tick(context)
+
+
+def test_the_hourly_schedule_waits_in_landing_mode_until_an_export_is_loaded(
+        folder, instance, jobs, monkeypatch):
+    load, _ = jobs
+    waiting = hourly_tick(instance)
+    assert waiting.run_requests == [] and "no export of" in waiting.skip_message
+    drop(folder, D1)
+    run_requested(instance, load)
+    assert len(hourly_tick(instance).run_requests) == 1
+    # Single-file mode: every hour, as before.
+    monkeypatch.delenv("CHURN_LANDING_DIR")
+    with dg.instance_for_test() as fresh:
+        assert len(hourly_tick(fresh).run_requests) == 1
