@@ -80,3 +80,21 @@ def test_a_version_1_backup_without_models_still_restores(taken, tmp_path):
     backup.restore_backup(taken, tmp_path / "new.duckdb", tmp_path / "new_models")
     assert query(tmp_path / "new.duckdb", "SELECT count(*) FROM analytics.churn_model_evaluations")
     assert not (tmp_path / "new_models").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_a_model_file_missing_or_changed_is_left_out_and_counted(platform, tmp_path, monkeypatch,
+                                                                 damage):
+    [stored] = platform.models.iterdir()
+    if damage == "missing":
+        stored.unlink()
+    else:
+        stored.write_bytes(stored.read_bytes() + b"x")
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(tmp_path / "backups"))
+    result = dg.materialize([backup_defs.warehouse_backup], resources=build_resources(
+        str(platform.database), model_dir=str(platform.models)))
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["models"].value, metadata["models_not_backed_up"].value) == (0, 1)
+    [folder] = backup.list_backups(tmp_path / "backups")
+    assert json.loads((folder / MANIFEST).read_text())["models"] == []
+    assert not [f for f in folder.iterdir() if f.suffix == ".skops"]

@@ -40,7 +40,8 @@ def warehouse_backup(
     with warehouse.get_connection(read_only=True) as conn, reported_as_failure():
         backup = take_backup(conn, root, now, Path(churn_models.directory))
         recorded = recorded_versions(conn)
-    models = [m.version for m in verify_backup(backup).models]
+    with reported_as_failure():
+        models = [m.version for m in verify_backup(backup).models]
     # A model the warehouse names but whose file is gone or changed cannot be carried: say so.
     for version in sorted(set(recorded) - set(models)):
         context.log.warning(f"model {version} is recorded in the warehouse but not backed up: its"
