@@ -195,3 +195,30 @@ def test_churn_drift_compares_a_source_with_its_own_history_whatever_came_betwee
     assert not result.passed  # 40 against a's 25 ± 0.8, b's 90 left out
     assert result.metadata["earlier snapshots"].value == 4
     assert result.metadata["historical mean"].value == 25.12
+
+
+def test_in_landing_mode_drift_compares_an_export_with_the_earlier_exports_once_each(
+        built, tmp_path, monkeypatch):
+    """Every export is its own file: the source is the folder. Re-runs of an export (the hourly
+    schedule) count once, the current export's own re-runs not at all."""
+    database, resource = built
+    folder = tmp_path / "landing"
+    monkeypatch.setenv("CHURN_LANDING_DIR", str(folder))
+    exports = [str(folder.resolve() / f"crm_2026-01-0{d}.csv") for d in range(1, 6)]
+    rates = [25.0, 25.0, 26.0, 24.0, 24.0, 24.0, 25.5, 40.0]
+    sources = [exports[0], exports[0], exports[1], exports[2], exports[2], exports[2], exports[3],
+               exports[4]]
+    history(database, rates, sources)
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert not result.passed  # 40 against the four earlier exports' 25.12 ± 0.85
+    assert result.metadata["earlier snapshots"].value == 4
+    assert result.metadata["historical mean"].value == 25.12
+    # Within the band: passes; and the current export's earlier re-runs are not its history.
+    history(database, [25.0, 26.0, 24.0, 25.5, 25.5, 25.5],
+            [exports[0], exports[1], exports[2], exports[4], exports[4], exports[4]])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert result.passed and result.metadata["earlier snapshots"].value == 3
+    # A file outside the folder is another source, as in single-file mode.
+    history(database, [25.0, 26.0, 24.0, 40.0], [exports[0], exports[1], exports[2], "own.csv"])
+    result = checks.churn_rate_drift(warehouse=resource)
+    assert result.passed and "nothing to compare" in result.metadata["note"].value

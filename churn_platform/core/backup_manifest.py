@@ -2,7 +2,8 @@
 
 Restore and pruning trust a folder only through its manifest: a JSON file written last, naming
 every table (schema, name, columns and types, row count) and the Parquet file that holds it, with
-the file's size and SHA-256. Names and types are checked against a whitelist before any of them
+the file's size and SHA-256, and (version 2) every churn model file with its version, which is its
+SHA-256. Names and types are checked against a whitelist before any of them
 reaches a statement, and nothing else in the folder is ever read or executed.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from churn_platform.core.errors import InputError
 
 FORMAT = "churn_platform-backup"
-VERSION = 1
+VERSION = 2  # 2 adds "models"; a version 1 manifest (no models) still verifies
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -27,6 +28,7 @@ NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # DuckDB's own catalogs and schemas: a table there would not land in the restored file.
 RESERVED = frozenset({"temp", "system", "information_schema", "pg_catalog"})
 FILE = re.compile(r"table-[0-9]{3}\.parquet")
+MODEL_FILE = re.compile(r"model-[0-9]{3}\.skops")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DECIMAL = re.compile(r"DECIMAL\(([0-9]{1,2}),([0-9]{1,2})\)")
 TYPES = frozenset({
@@ -41,7 +43,9 @@ AS_TEXT = frozenset({"HUGEINT", "UHUGEINT"})
 MAX_COLUMN_NAME = 1024
 
 TABLE_KEYS = {"schema", "name", "columns", "row_count", "file", "size_bytes", "sha256"}
-MANIFEST_KEYS = {"format", "version", "created_at", "tables"}
+MODEL_KEYS = {"file", "version", "size_bytes"}
+MANIFEST_KEYS = {1: {"format", "version", "created_at", "tables"},
+                 2: {"format", "version", "created_at", "tables", "models"}}
 
 
 class BackupRefused(InputError):
@@ -73,6 +77,24 @@ class Table:
             "row_count": self.row_count, "file": self.file,
             "size_bytes": self.size_bytes, "sha256": self.sha256,
         }
+
+
+@dataclass(frozen=True)
+class Model:
+    """A churn model file: its version is its SHA-256 (core/churn_model.py names it so)."""
+
+    file: str
+    version: str
+    size_bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.file, "version": self.version, "size_bytes": self.size_bytes}
+
+
+@dataclass(frozen=True)
+class Contents:
+    tables: list[Table]
+    models: list[Model]
 
 
 def check_type(data_type: str) -> str | None:
@@ -130,20 +152,42 @@ def _table(entry: Any, index: int) -> Table:
                  entry["file"], entry["size_bytes"], entry["sha256"])
 
 
-def parse_manifest(document: Any) -> list[Table]:
-    """The tables a manifest lists, or ValueError saying what is wrong with it."""
-    if not isinstance(document, dict) or set(document) != MANIFEST_KEYS:
-        raise ValueError(f"the manifest does not have exactly the fields {sorted(MANIFEST_KEYS)}")
-    if document["format"] != FORMAT or document["version"] != VERSION:
-        raise ValueError(f"the manifest is not {FORMAT} version {VERSION}")
-    if not isinstance(document["created_at"], str) or not isinstance(document["tables"], list):
-        raise ValueError("the manifest's created_at or tables is malformed")
+def _model(entry: Any, index: int) -> Model:
+    where = f"model {index + 1} of the manifest"
+    if not isinstance(entry, dict) or set(entry) != MODEL_KEYS:
+        raise ValueError(f"{where} does not have exactly the fields {sorted(MODEL_KEYS)}")
+    if not isinstance(entry["file"], str) or not MODEL_FILE.fullmatch(entry["file"]):
+        raise ValueError(f"{where}: file name {entry['file']!r} is not model-NNN.skops")
+    if not isinstance(entry["version"], str) or not SHA256.fullmatch(entry["version"]):
+        raise ValueError(f"{where}: version is not 64 lower-case hex digits")
+    if type(entry["size_bytes"]) is not int or entry["size_bytes"] < 0:
+        raise ValueError(f"{where}: size_bytes is not a count")
+    return Model(entry["file"], entry["version"], entry["size_bytes"])
+
+
+def parse_manifest(document: Any) -> Contents:
+    """The tables and models a manifest lists, or ValueError saying what is wrong with it."""
+    version = document.get("version") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or (
+            type(version) is not int or version not in MANIFEST_KEYS):
+        raise ValueError(f"the manifest is not {FORMAT} version 1 or {VERSION}")
+    if set(document) != MANIFEST_KEYS[version]:
+        raise ValueError("the manifest does not have exactly the fields"
+                         f" {sorted(MANIFEST_KEYS[version])}")
+    models = document.get("models", [])
+    if not isinstance(document["created_at"], str) or not isinstance(document["tables"], list) \
+            or not isinstance(models, list):
+        raise ValueError("the manifest's created_at, tables or models is malformed")
     tables = [_table(entry, i) for i, entry in enumerate(document["tables"])]
     if len({t.label for t in tables}) != len(tables):
         raise ValueError("two tables share a name")
-    if len({t.file for t in tables}) != len(tables):
-        raise ValueError("two tables share a file")
-    return tables
+    parsed = [_model(entry, i) for i, entry in enumerate(models)]
+    files = [t.file for t in tables] + [m.file for m in parsed]
+    if len(set(files)) != len(files):
+        raise ValueError("two tables or models share a file")
+    if len({m.version for m in parsed}) != len(parsed):
+        raise ValueError("two models share a version")
+    return Contents(tables, parsed)
 
 
 def _open_regular(path: Path) -> int:
@@ -180,43 +224,49 @@ def _read_manifest(folder: Path) -> Any:
         raise ValueError(f"{MANIFEST} is not valid JSON ({type(error).__name__})")
 
 
-def verify_backup(folder: Path) -> list[Table]:
-    """The verified tables of a backup folder, or BackupRefused naming the folder and why.
+def verify_backup(folder: Path) -> Contents:
+    """The verified tables and models of a backup folder, or BackupRefused naming the folder and
+    why.
 
     The folder must hold exactly the manifest and the files it lists, as regular files (no
-    symbolic links), with the listed sizes and SHA-256s.
+    symbolic links), with the listed sizes and SHA-256s (a model's SHA-256 is its version).
     """
     try:
         if not os.path.lexists(folder):
             raise ValueError("does not exist")
         if folder.is_symlink() or not folder.is_dir():
             raise ValueError("not a folder (a symbolic link is not followed)")
-        tables = parse_manifest(_read_manifest(folder))
-        unexpected = set(os.listdir(folder)) - {MANIFEST, *(t.file for t in tables)}
+        contents = parse_manifest(_read_manifest(folder))
+        tables = contents.tables
+        expected = [(t.file, t.label, t.size_bytes, t.sha256) for t in tables] + [
+            (m.file, f"model {m.version}", m.size_bytes, m.version) for m in contents.models]
+        unexpected = set(os.listdir(folder)) - {MANIFEST, *(e[0] for e in expected)}
         if unexpected:
             raise ValueError(f"unexpected entries {sorted(unexpected)} beside the manifest")
-        for table in tables:
+        for file, label, listed_size, listed_sha256 in expected:
             try:
-                size, sha256 = file_digest(folder / table.file)
+                size, sha256 = file_digest(folder / file)
             except FileNotFoundError:
-                raise ValueError(f"{table.file} ({table.label}) is missing")
+                raise ValueError(f"{file} ({label}) is missing")
             except OSError as error:
-                raise ValueError(f"{table.file} cannot be opened as a regular file"
+                raise ValueError(f"{file} cannot be opened as a regular file"
                                  f" ({error.strerror})")
-            if (size, sha256) != (table.size_bytes, table.sha256):
-                raise ValueError(f"{table.file} ({table.label}) does not match its SHA-256 in the"
+            if (size, sha256) != (listed_size, listed_sha256):
+                raise ValueError(f"{file} ({label}) does not match its SHA-256 in the"
                                  " manifest: changed or damaged since the backup was taken")
     except ValueError as error:
         raise BackupRefused(folder, str(error)) from None
     except OSError as error:
         raise BackupRefused(folder, f"cannot be read ({error.strerror})") from None
-    return tables
+    return contents
 
 
-def write_manifest(folder: Path, created_at: str, tables: list[Table]) -> None:
+def write_manifest(folder: Path, created_at: str, tables: list[Table],
+                   models: list[Model] = ()) -> None:
     """Write the manifest, owner-only; it is checked as restore would check it first."""
     document = {"format": FORMAT, "version": VERSION, "created_at": created_at,
-                "tables": [t.as_json() for t in tables]}
+                "tables": [t.as_json() for t in tables],
+                "models": [m.as_json() for m in models]}
     parse_manifest(json.loads(json.dumps(document)))
     fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:

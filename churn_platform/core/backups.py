@@ -7,7 +7,10 @@ manifest and reads only the verified files. (`IMPORT DATABASE` would execute wha
 holds.) Only verified backups are listed, counted and pruned; anything else is left alone.
 
     python -m churn_platform.backup list
-    python -m churn_platform.backup restore BACKUP_DIR NEW_WAREHOUSE.duckdb
+    python -m churn_platform.backup restore BACKUP_DIR NEW_WAREHOUSE.duckdb [--models DIR]
+
+The churn model files the warehouse records travel with it (core.backup_models): a restored
+warehouse that names a promoted model can score with it.
 """
 
 import argparse
@@ -34,6 +37,12 @@ from churn_platform.core.backup_manifest import (
     file_digest,
     verify_backup,
     write_manifest,
+)
+from churn_platform.core.backup_models import (
+    back_up_models,
+    check_models,
+    recorded_versions,
+    restore_models,
 )
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.publish import CANDIDATE_PREFIX
@@ -138,8 +147,10 @@ def _export(conn: duckdb.DuckDBPyConnection, folder: Path) -> list[Table]:
     return tables
 
 
-def take_backup(conn: duckdb.DuckDBPyConnection, root: Path, when: datetime) -> Path:
+def take_backup(conn: duckdb.DuckDBPyConnection, root: Path, when: datetime,
+                model_dir: Path | None = None) -> Path:
     """Write a backup under a temporary name, its manifest last, then rename: no half backups.
+    With `model_dir`, the model files the warehouse records are copied in too.
 
     Folders are 0700 and files 0600 whatever the umask: a backup holds the raw customer ids.
     """
@@ -160,7 +171,9 @@ def take_backup(conn: duckdb.DuckDBPyConnection, root: Path, when: datetime) -> 
                 size, sha256 = file_digest(partial / table.file)
                 verified.append(Table(table.schema, table.name, table.columns, table.row_count,
                                       table.file, size, sha256))
-            write_manifest(partial, when.isoformat(), verified)
+            models = [] if model_dir is None else back_up_models(
+                recorded_versions(conn), Path(model_dir), partial)[0]
+            write_manifest(partial, when.isoformat(), verified, models)
         except ValueError as error:  # a manifest restore would refuse is not written
             shutil.rmtree(partial, ignore_errors=True)
             raise PlatformError(f"cannot back up into {partial}: {error}") from None
@@ -239,11 +252,12 @@ def _load(conn: duckdb.DuckDBPyConnection, backup: Path, tables: list[Table]) ->
                                         f" {table.row_count}")
 
 
-def restore_backup(backup: Path, database: Path) -> None:
+def restore_backup(backup: Path, database: Path, model_dir: Path | None = None) -> None:
     """Load a verified backup into a new warehouse file, or refuse and leave no file behind.
 
     The rows go into a temporary file beside the target, linked to the target's name only once
-    complete; the connection can read nothing but the backup folder.
+    complete; the connection can read nothing but the backup folder. With `model_dir`, the
+    backup's model files are then copied there (never replacing a file).
     """
     _refuse_target(database)
     backup = backup.absolute()
@@ -251,7 +265,10 @@ def restore_backup(backup: Path, database: Path) -> None:
         # read_parquet expands patterns: x[1]/ would read the unverified x1/ instead.
         raise BackupRefused(backup, "its path holds a pattern character (* ? [ ] { }), which"
                                     " DuckDB would expand: move or rename the folder")
-    tables = verify_backup(backup)
+    contents = verify_backup(backup)
+    tables = contents.tables
+    if model_dir is not None:
+        check_models(backup, contents.models, Path(model_dir))
     partial = database.parent / f".{database.name}.restoring-{secrets.token_hex(4)}"
     try:
         with owner_only():
@@ -280,6 +297,8 @@ def restore_backup(backup: Path, database: Path) -> None:
             if os.path.lexists(leftover):
                 leftover.unlink()
         shutil.rmtree(f"{partial}.tmp", ignore_errors=True)
+    if model_dir is not None and contents.models:
+        restore_models(backup, contents.models, Path(model_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser("restore", help="load a verified backup into a new DuckDB file")
     restore.add_argument("backup", type=Path)
     restore.add_argument("database", type=Path)
+    restore.add_argument("--models", type=Path, default=None,
+                         help="where the backup's model files go (default: CHURN_MODEL_DIR)")
     args = parser.parse_args(argv)
     if args.command == "list":
         found = survey(settings.backup_dir())
@@ -298,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"not a verified backup, ignored: {name}: {why}", file=sys.stderr)
         return 0
     try:
-        restore_backup(args.backup, args.database)
+        restore_backup(args.backup, args.database, args.models or settings.model_dir())
     except (PlatformError, OSError) as error:
         print(f"restore failed: {error}", file=sys.stderr)
         return 1

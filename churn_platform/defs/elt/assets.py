@@ -11,8 +11,10 @@ from datetime import timedelta
 import dagster as dg
 import duckdb
 
-from churn_platform.core import publish
+from churn_platform.core import publish, settings
 from churn_platform.core.clock import utc_now
+from churn_platform.core.errors import InputError
+from churn_platform.core.latest_export import latest_export, staging_from_export
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
 from churn_platform.core.source import staging_table
@@ -79,13 +81,26 @@ def _staged_mapping(churn_source: ChurnSource, warehouse: WarehouseResource) -> 
     owners=OWNERS,
     description=(
         "The source CSV as it stood: every value as text, every column (also those the source"
-        " mapping does not use), plus load time, file, row and the mapping's sha256."
+        " mapping does not use), plus load time, file, row and the mapping's sha256. In landing"
+        " mode (CHURN_LANDING_DIR), the latest loaded export's rows."
     ),
 )
-def staging_customer_churn(churn_source: dg.ResourceParam[ChurnSource]) -> SqlTable:
+def staging_customer_churn(churn_source: dg.ResourceParam[ChurnSource],
+                           warehouse: WarehouseResource) -> SqlTable:
     churn_source.pseudonymization_key()  # a weak key fails the run before anything is written
     with reported_as_failure():
-        return staging_table(churn_source.csv_path, churn_source.mapping_path)
+        folder = settings.landing_dir()
+        if folder is None:
+            return staging_table(churn_source.csv_path, churn_source.mapping_path)
+        # Landing mode: the latest loaded export, copied from landing.export_rows.
+        with warehouse.get_connection() as conn:
+            export = latest_export(conn)
+            if export is None:
+                raise InputError(
+                    f"no export of the landing folder {folder} ({settings.LANDING_DIR_ENV}) is"
+                    " loaded yet: in landing mode staging is the latest loaded export;"
+                    " landing_sensor loads each export dropped there, then runs this job")
+            return staging_from_export(conn, export)
 
 
 @dg.asset(

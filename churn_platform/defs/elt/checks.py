@@ -8,9 +8,13 @@ to the raw row in staging for whoever may read staging. Fields the source lacks 
 are reported as absent, not checked: they hold a default or NULL by design.
 """
 
+import os
+
 import dagster as dg
 
 from churn_platform.core import check_rules as rules_of
+from churn_platform.core import settings
+from churn_platform.core.files import absolute
 from churn_platform.core.check_rules import DRIFT_MIN_HISTORY, DRIFT_STDDEVS
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.publish import Tables, split_parity
@@ -197,30 +201,46 @@ def split_checks(
     description=(
         f"Churn rate within {DRIFT_STDDEVS:g} standard deviations of the earlier snapshots of the"
         " same source file (the original pipeline's alert rule); another source's history is not"
-        " compared. Warns, never blocks."
+        " compared. In landing mode: of the earlier exports, one snapshot each. Warns, never"
+        " blocks."
     ),
 )
 def churn_rate_drift(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     # Only the latest snapshot's own source: a CSV of your own is not judged by the sample's rate.
+    # In landing mode the source is the landing folder: each earlier export counts once (its
+    # latest snapshot) and the current export's own re-runs not at all (the same rows again).
+    folder = settings.landing_dir()
+    folder = None if folder is None else os.path.join(absolute(folder), "")
     with warehouse.get_connection() as conn:
         source, current, mean, stddev, history, other_sources = conn.execute(
             f"""
             WITH snapshots AS ({warehouse.history(conn, METRICS_TABLE, "snapshot_id")}),
+            keyed AS (
+                SELECT churn_rate_percent, snapshot_at, source_file,
+                       CASE WHEN starts_with(source_file, $folder) THEN $folder
+                            ELSE source_file END AS source,
+                       row_number() OVER (PARTITION BY source_file
+                                          ORDER BY snapshot_at DESC) AS per_file
+                FROM snapshots),
             latest AS (
-                SELECT source_file FROM snapshots ORDER BY snapshot_at DESC LIMIT 1),
+                SELECT source_file, source FROM keyed ORDER BY snapshot_at DESC LIMIT 1),
             ordered AS (
                 SELECT churn_rate_percent,
-                       source_file IS NOT DISTINCT FROM (SELECT source_file FROM latest) AS same,
+                       source IS NOT DISTINCT FROM (SELECT source FROM latest) AS same,
+                       CASE WHEN source IS NOT DISTINCT FROM $folder
+                            THEN per_file = 1 AND source_file IS DISTINCT FROM
+                                 (SELECT source_file FROM latest)
+                            ELSE true END AS counted,
                        row_number() OVER (ORDER BY snapshot_at DESC) AS age
-                FROM snapshots)
+                FROM keyed)
             SELECT (SELECT source_file FROM latest),
                    any_value(churn_rate_percent) FILTER (WHERE age = 1),
-                   avg(churn_rate_percent) FILTER (WHERE age > 1 AND same),
-                   stddev_samp(churn_rate_percent) FILTER (WHERE age > 1 AND same),
-                   count(*) FILTER (WHERE age > 1 AND same),
+                   avg(churn_rate_percent) FILTER (WHERE age > 1 AND same AND counted),
+                   stddev_samp(churn_rate_percent) FILTER (WHERE age > 1 AND same AND counted),
+                   count(*) FILTER (WHERE age > 1 AND same AND counted),
                    count(*) FILTER (WHERE NOT same)
             FROM ordered
-            """
+            """, {"folder": folder}
         ).fetchone()
     metadata = {
         "churn_rate_percent": current,

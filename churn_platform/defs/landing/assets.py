@@ -11,6 +11,7 @@ import dagster as dg
 
 from churn_platform.core import landing, landing_load, settings, tables
 from churn_platform.core.errors import InputError
+from churn_platform.core.latest_export import latest_export
 from churn_platform.defs.elt.assets import OWNERS
 from churn_platform.defs.failures import reported_as_failure
 from churn_platform.defs.resources import ChurnSource
@@ -24,6 +25,8 @@ CUSTOMER_HISTORY = dg.AssetKey(["analytics", "customer_history"])
 CHURN_EVENTS = dg.AssetKey(["analytics", "churn_events"])
 RETENTION = dg.AssetKey(["analytics", "retention_by_cohort"])
 MONTHLY_CHURN = dg.AssetKey(["analytics", "monthly_churn"])
+# On export_rows' materialization: true when, once loaded, this export is the latest loaded one.
+LATEST_EXPORT_ENTRY = "latest_export"
 
 
 @dg.asset(
@@ -94,6 +97,8 @@ def landing_export_load(context: dg.AssetExecutionContext, warehouse: WarehouseR
         with warehouse.get_connection() as connection:
             loaded = landing_load.load_export(connection, export, mapping, key,
                                               settings.missing_exports_for_churn())
+            # What latest_export_sensor reads: whether the ELT should now follow this export.
+            latest = latest_export(connection)
             counts = {
                 table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in (tables.HISTORY_TABLE, tables.EVENTS_TABLE,
@@ -102,7 +107,8 @@ def landing_export_load(context: dg.AssetExecutionContext, warehouse: WarehouseR
     context.log.info(f"export {export.partition_key}: {loaded.rows} rows, history {loaded.history}")
     yield dg.MaterializeResult(asset_key=EXPORT_ROWS, metadata={
         "dagster/row_count": loaded.rows, "file": export.name, "sha256": export.sha256,
-        "export_date": export.export_date.isoformat()})
+        "export_date": export.export_date.isoformat(),
+        LATEST_EXPORT_ENTRY: latest is not None and latest.key == export.partition_key})
     yield dg.MaterializeResult(asset_key=CUSTOMER_HISTORY, metadata={
         "dagster/row_count": counts[tables.HISTORY_TABLE], "history": loaded.history,
         "customers_in_export": loaded.customers, "repeated_rows": loaded.repeated_rows})

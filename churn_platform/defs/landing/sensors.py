@@ -5,6 +5,8 @@ file dropped again is not registered twice and a changed file is. The cursor onl
 so a lost cursor costs one re-read of the folder, nothing else. The run_key is the partition key:
 a re-evaluated tick starts no second run.
 
+`latest_export_sensor` runs churn_elt_job after a load whose export became the latest, so that
+analytics/customer_churn and its checks and metrics follow the latest export.
 `history_export_sensor` then sends the cohort tables to PostgreSQL after each load, as
 metrics_export_sensor does after each ELT run.
 """
@@ -15,13 +17,19 @@ import dagster as dg
 
 from churn_platform.core import landing, settings
 from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
+from churn_platform.defs.elt.jobs import churn_elt_job
 from churn_platform.defs.landing.assets import (
+    EXPORT_ROWS,
     EXPORTS_PARTITIONS,
+    LATEST_EXPORT_ENTRY,
     MONTHLY_CHURN,
     landing_export_job,
 )
 
 EXPORT_DATE_TAG = "churn_platform/export_date"
+EXPORT_TAG = "churn_platform/export"
+# Loads read per tick at most; more wait for the next tick (the cursor is where it stopped).
+MAX_LOADS_PER_TICK = 100
 MAX_REPORTED = 10
 
 
@@ -84,3 +92,40 @@ def history_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.E
     # Keyed on the load's run (from the event: the cursor lags), like metrics_export_sensor.
     return dg.RunRequest(run_key=f"metrics-export-{asset_event.run_id}",
                          tags={SOURCE_RUN_TAG: asset_event.run_id})
+
+
+@dg.sensor(
+    job=churn_elt_job,
+    name="latest_export_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Landing mode: runs churn_elt_job after a load whose export became the latest (by export"
+        " date, arrival, name), so analytics/customer_churn follows it; a late, older export"
+        " starts nothing."
+    ),
+)
+def latest_export_sensor(context: dg.SensorEvaluationContext):
+    if settings.landing_dir() is None:
+        return dg.SkipReason(f"{settings.LANDING_DIR_ENV} is not set: single-file mode, where"
+                             " the hourly schedule runs churn_elt_job on the source CSV.")
+    # Every load since the cursor (an asset sensor sees only the newest event of a tick), in
+    # order; the load step recorded whether its export was then the latest loaded one.
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EXPORT_ROWS, after_storage_id=after),
+        limit=MAX_LOADS_PER_TICK, ascending=True).records
+    if not records:
+        return dg.SkipReason("no export loaded since the last tick")
+    cursor = str(records[-1].storage_id)
+    latest = [r for r in records
+              if getattr(r.asset_materialization.metadata.get(LATEST_EXPORT_ENTRY), "value", False)]
+    if not latest:
+        return dg.SensorResult(skip_reason="the exports loaded since the last tick are older than"
+                                           " the latest one: analytics stays as it is",
+                               cursor=cursor)
+    # Staging takes the latest export when the run starts: one run for the newest is enough.
+    export = latest[-1].partition_key
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"elt-after-{export}", tags={EXPORT_TAG: export})],
+        cursor=cursor)
