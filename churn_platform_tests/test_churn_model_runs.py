@@ -137,6 +137,25 @@ def test_a_wrong_score_count_fails_the_coverage_check(platform):
     assert (result.metadata["unscored"].value, result.metadata["foreign"].value) == (1, 1)
 
 
+def test_a_repeated_score_in_place_of_a_missing_one_fails_the_coverage_check(platform):
+    """The count is right, the ids are not: the check compares id fingerprints, not counts."""
+    import duckdb
+
+    with duckdb.connect(str(platform.database)) as conn:
+        first, second = conn.execute("SELECT anonymized_customer_id FROM analytics.churn_scores"
+                                     " ORDER BY ALL LIMIT 2").fetchall()
+        conn.execute("DELETE FROM analytics.churn_scores WHERE anonymized_customer_id = ?",
+                     [second[0]])
+        conn.execute("INSERT INTO analytics.churn_scores SELECT * FROM analytics.churn_scores"
+                     " WHERE anonymized_customer_id = ?", [first[0]])
+    from churn_platform.defs.model.checks import scores_cover_non_churned
+
+    result = scores_cover_non_churned(warehouse=platform.defs.resources["warehouse"])
+    assert not result.passed and result.metadata["scored"].value == result.metadata[
+        "expected"].value
+    assert (result.metadata["unscored"].value, result.metadata["repeated"].value) == (1, 1)
+
+
 def test_shuffled_labels_are_refused_and_the_scores_keep_the_promoted_model(platform):
     import duckdb
 
