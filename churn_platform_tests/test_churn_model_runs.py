@@ -42,6 +42,7 @@ class Platform:
     def __init__(self, folder, csv):
         self.database = folder / "warehouse.duckdb"
         self.models = folder / "models"
+        self.csv = csv
         self.defs = platform_defs(self.database, csv, self.models)
 
     def run(self, job: str, instance=None, raise_on_error=False):
@@ -218,12 +219,13 @@ def test_a_changed_model_file_is_refused_on_load_naming_the_file(platform):
 
 
 def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(platform):
-    """The pandas type handler beside the SqlTable one: `sample_rows` in the input's metadata
-    gives that many rows, the table's churn rate, and only the columns asked for."""
+    """The pandas type handler (TrainingFrameIOManager, the training input's manager, beside the
+    SqlTable one): `sample_rows` in the input's metadata gives that many rows, the table's churn
+    rate, and only the columns asked for; a frame is never written."""
     import pandas as pd
 
     from churn_platform.defs.elt.assets import ANALYTICS
-    from churn_platform.defs.warehouse_io import WarehouseIOManager
+    from churn_platform.defs.warehouse_io import TrainingFrameIOManager
 
     seen = {}
 
@@ -240,7 +242,7 @@ def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(
     def a_frame() -> pd.DataFrame:
         return pd.DataFrame({"x": [1]})
 
-    io = WarehouseIOManager(database=str(platform.database))
+    io = TrainingFrameIOManager(database=str(platform.database))
     dg.materialize([sampled, whole, dg.AssetSpec(ANALYTICS)], resources={"io_manager": io},
                    selection=[sampled.key, whole.key])
     sample, table = seen["sample"], seen["whole"]
@@ -300,3 +302,42 @@ def test_a_field_the_mapping_leaves_out_is_named_and_not_used(generated, tmp_pat
     assert query(platform.database, "SELECT count(*) FROM analytics.churn_scores"
                                     " WHERE 'gender raises' IN (reason_1, reason_2, reason_3)"
                                     " OR 'gender lowers' IN (reason_1, reason_2, reason_3)") == [(0,)]
+
+
+# Runs one job of the real location in a fresh process, then names the heavy libraries loaded.
+_IMPORTS_AFTER_A_RUN = """
+import json, sys
+import dagster as dg
+from churn_platform_tests.location import platform_defs
+database, csv, models, job = sys.argv[1:]
+with dg.instance_for_test() as instance:
+    ok = platform_defs(database, csv, models).resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False).success
+print(json.dumps([ok, sorted(m for m in ("pandas", "numpy", "sklearn", "skops")
+                             if m in sys.modules)]))
+"""
+
+
+def _imports_after(platform: Platform, job: str) -> tuple[bool, list[str]]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_A_RUN, str(platform.database), str(platform.csv),
+         str(platform.models), job],
+        env={**os.environ, "CHURN_RETRY_DELAY_SECONDS": "0"},
+        capture_output=True, text=True, check=True)
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_re_scoring_in_the_elt_imports_no_ml_library_nor_pandas(platform):
+    """The ELT re-scores from the stored model's linear form (JSON checked against the version
+    hash) and reads no frame: its process loads neither scikit-learn, skops, numpy nor pandas
+    (about 2.5 s and 200 MiB at every hourly start). Training does load them (the other side)."""
+    assert _imports_after(platform, "churn_elt_job") == (True, [])
+    rescored = query(platform.database, SCORES_SQL)
+    assert len(rescored) == 1 and rescored[0][1] > 0
+    ok, loaded = _imports_after(platform, "churn_model_job")
+    assert ok and {"pandas", "sklearn", "skops"} <= set(loaded)
