@@ -341,3 +341,41 @@ def test_re_scoring_in_the_elt_imports_no_ml_library_nor_pandas(platform):
     assert len(rescored) == 1 and rescored[0][1] > 0
     ok, loaded = _imports_after(platform, "churn_model_job")
     assert ok and {"pandas", "sklearn", "skops"} <= set(loaded)
+
+
+# Published for the same 1,000-row file (Kaggle "telecom-customer-churn-insights-for-analysis",
+# the copy the team keeps aside; its source repository publishes SQL analyses, no model):
+# logistic regression, ROC AUC 0.985 on one stratified 80/20 split (200 test rows, 23 of one
+# class). One split that small moves by about 0.02, and ours is the pooled 5-fold score, so the
+# bar is the published figure less 0.03. docs/churn-model.md has the comparison.
+PUBLISHED_LOGISTIC_ROC_AUC = 0.985
+MARGIN = 0.03
+
+
+def test_the_public_dataset_reaches_the_published_roc_auc_without_the_near_perfect_flag(
+        real_csv, tmp_path):
+    """ELT then churn_model_job on the real file: our cross-validated ROC AUC is at least the
+    published one less the margin; the same rows with shuffled labels stay far below that bar.
+
+    The data is rule-like (design pitfall 18), yet the linear model's 0.98 stays under the
+    issue's 0.99 near-perfect bar, so that warning does NOT fire here: a known limit of the
+    flag (docs/churn-model.md), pinned so that changing the bar means revisiting the docs."""
+    platform = Platform(tmp_path, real_csv)
+    assert platform.run("churn_elt_job").success
+    result = platform.run("churn_model_job")
+    assert result.success
+    metadata = model_metadata(result)
+    assert metadata["n_train"] == 1000 and abs(metadata["positive_rate"] - 0.883) < 1e-9
+    assert metadata["roc_auc"] >= PUBLISHED_LOGISTIC_ROC_AUC - MARGIN, metadata["roc_auc"]
+    found = checks(result)
+    assert found["churn_risk_gate"].passed  # promoted: the bar is 0.70
+    warning = found["churn_risk_not_near_perfect"]
+    assert metadata["roc_auc"] < cm.NEAR_PERFECT_ROC_AUC
+    assert warning.passed and "no sign of a leak" in warning.description
+
+    import duckdb
+
+    with duckdb.connect(str(platform.database), read_only=True) as conn:
+        frame = conn.execute("SELECT * FROM analytics.customer_churn").fetchdf()
+    frame[cm.LABEL] = frame[cm.LABEL].sample(frac=1, random_state=3).to_numpy()
+    assert cm.train(frame).evaluation.roc_auc < PUBLISHED_LOGISTIC_ROC_AUC - MARGIN - 0.2
