@@ -261,7 +261,7 @@ def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
     """A stored model's ROC AUC on `frame`: the promoted model's score for the gate.
 
     Rows the promoted model was trained on flatter it a little; with a dozen coefficients fit
-    on 100k+ rows that optimism is far below the gate's 0.02 margin.
+    on 50k+ rows that optimism is far below the gate's 0.02 margin.
     """
     from sklearn.metrics import roc_auc_score
 

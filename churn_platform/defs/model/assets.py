@@ -37,7 +37,9 @@ SCORE_SUMMARY = dg.AssetKey(["analytics", "churn_score_summary"])
 
 # Training reads a stratified sample of this many rows (dagster-duckdb-pandas, see
 # SampledPandasTypeHandler): enough for a dozen coefficients, bounded however large the table.
-SAMPLE_ROWS = 100_000
+# 100k cost a third more training time for the same model (on 5M generated rows: ROC AUC
+# 0.7699 against 0.7687, the same High cut-off).
+SAMPLE_ROWS = 50_000
 TRAINING_COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
 
 
