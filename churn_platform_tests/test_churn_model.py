@@ -2,6 +2,7 @@
 (churn depends on contract and tenure), the gate at each bar, SQL scoring against scikit-learn,
 exact reasons, absent fields, safe storage and the stratified sample."""
 
+import dataclasses
 import io
 import zipfile
 
@@ -266,6 +267,47 @@ def test_tampered_model_file_is_refused(tmp_path, model):
     # The version comes from the name by default: a renamed copy is refused all the same.
     with pytest.raises(cm.ModelIntegrityError, match="changed after it was stored"):
         cm.load_model(path)
+
+
+def test_scoring_reads_the_linear_form_from_the_file_and_scores_the_same(con, tmp_path, model):
+    """What re-scoring loads (no skops, no scikit-learn): the form kept in the file, equal to
+    the pipeline's own, so its SQL scores every customer exactly as the trained model does."""
+    path, version = cm.save_model(model, tmp_path)
+    scoring = cm.load_linear_model(path, version)
+    assert scoring.pipeline is None and scoring.version == version
+    assert scoring.linear_form() == cm.load_model(path, version).linear_form()
+    assert (scoring.selection, scoring.bands) == (model.selection, model.bands)
+    trained = dataclasses.replace(model, version=version)
+
+    def scored(m):
+        return con.execute(f"SELECT * FROM ({scoring_sql(m, 'analytics', 'churn_flag = 0')})"
+                           " ORDER BY anonymized_customer_id").fetchall()
+
+    assert scored(scoring) == scored(trained)
+
+
+def test_scoring_refuses_a_tampered_file_as_training_does(tmp_path, model):
+    path, version = cm.save_model(model, tmp_path)
+    assert cm.load_linear_model(path, version).version == version  # intact: loaded
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        card = archive.getinfo(cm.CARD_MEMBER)
+    # A changed coefficient in the JSON scoring reads: the hash no longer matches.
+    at = card.header_offset + 30 + len(card.filename) + card.compress_size // 2
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(cm.ModelIntegrityError, match=f"{path}.*changed after it was stored"):
+        cm.load_linear_model(path, version)
+
+
+def test_a_file_without_the_form_is_loaded_whole_for_scoring(tmp_path, model):
+    """Files stored before the form was kept beside the pipeline still score."""
+    data = sio.dumps({"pipeline": model.pipeline, "card": cm._card(model)})
+    path = tmp_path / f"{cm.model_version(data)}.skops"
+    path.write_bytes(data)
+    loaded = cm.load_linear_model(path)
+    assert loaded.pipeline is not None
+    assert loaded.linear_form() == model.linear_form()
 
 
 class Intruder:

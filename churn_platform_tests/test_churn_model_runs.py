@@ -42,6 +42,7 @@ class Platform:
     def __init__(self, folder, csv):
         self.database = folder / "warehouse.duckdb"
         self.models = folder / "models"
+        self.csv = csv
         self.defs = platform_defs(self.database, csv, self.models)
 
     def run(self, job: str, instance=None, raise_on_error=False):
@@ -137,6 +138,25 @@ def test_a_wrong_score_count_fails_the_coverage_check(platform):
     assert (result.metadata["unscored"].value, result.metadata["foreign"].value) == (1, 1)
 
 
+def test_a_repeated_score_in_place_of_a_missing_one_fails_the_coverage_check(platform):
+    """The count is right, the ids are not: the check compares id fingerprints, not counts."""
+    import duckdb
+
+    with duckdb.connect(str(platform.database)) as conn:
+        first, second = conn.execute("SELECT anonymized_customer_id FROM analytics.churn_scores"
+                                     " ORDER BY ALL LIMIT 2").fetchall()
+        conn.execute("DELETE FROM analytics.churn_scores WHERE anonymized_customer_id = ?",
+                     [second[0]])
+        conn.execute("INSERT INTO analytics.churn_scores SELECT * FROM analytics.churn_scores"
+                     " WHERE anonymized_customer_id = ?", [first[0]])
+    from churn_platform.defs.model.checks import scores_cover_non_churned
+
+    result = scores_cover_non_churned(warehouse=platform.defs.resources["warehouse"])
+    assert not result.passed and result.metadata["scored"].value == result.metadata[
+        "expected"].value
+    assert (result.metadata["unscored"].value, result.metadata["repeated"].value) == (1, 1)
+
+
 def test_shuffled_labels_are_refused_and_the_scores_keep_the_promoted_model(platform):
     import duckdb
 
@@ -199,12 +219,13 @@ def test_a_changed_model_file_is_refused_on_load_naming_the_file(platform):
 
 
 def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(platform):
-    """The pandas type handler beside the SqlTable one: `sample_rows` in the input's metadata
-    gives that many rows, the table's churn rate, and only the columns asked for."""
+    """The pandas type handler (TrainingFrameIOManager, the training input's manager, beside the
+    SqlTable one): `sample_rows` in the input's metadata gives that many rows, the table's churn
+    rate, and only the columns asked for; a frame is never written."""
     import pandas as pd
 
     from churn_platform.defs.elt.assets import ANALYTICS
-    from churn_platform.defs.warehouse_io import WarehouseIOManager
+    from churn_platform.defs.warehouse_io import TrainingFrameIOManager
 
     seen = {}
 
@@ -221,7 +242,7 @@ def test_training_reads_a_stratified_sample_of_the_asked_columns_through_pandas(
     def a_frame() -> pd.DataFrame:
         return pd.DataFrame({"x": [1]})
 
-    io = WarehouseIOManager(database=str(platform.database))
+    io = TrainingFrameIOManager(database=str(platform.database))
     dg.materialize([sampled, whole, dg.AssetSpec(ANALYTICS)], resources={"io_manager": io},
                    selection=[sampled.key, whole.key])
     sample, table = seen["sample"], seen["whole"]
@@ -281,3 +302,80 @@ def test_a_field_the_mapping_leaves_out_is_named_and_not_used(generated, tmp_pat
     assert query(platform.database, "SELECT count(*) FROM analytics.churn_scores"
                                     " WHERE 'gender raises' IN (reason_1, reason_2, reason_3)"
                                     " OR 'gender lowers' IN (reason_1, reason_2, reason_3)") == [(0,)]
+
+
+# Runs one job of the real location in a fresh process, then names the heavy libraries loaded.
+_IMPORTS_AFTER_A_RUN = """
+import json, sys
+import dagster as dg
+from churn_platform_tests.location import platform_defs
+database, csv, models, job = sys.argv[1:]
+with dg.instance_for_test() as instance:
+    ok = platform_defs(database, csv, models).resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False).success
+print(json.dumps([ok, sorted(m for m in ("pandas", "numpy", "sklearn", "skops")
+                             if m in sys.modules)]))
+"""
+
+
+def _imports_after(platform: Platform, job: str) -> tuple[bool, list[str]]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_A_RUN, str(platform.database), str(platform.csv),
+         str(platform.models), job],
+        env={**os.environ, "CHURN_RETRY_DELAY_SECONDS": "0"},
+        capture_output=True, text=True, check=True)
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_re_scoring_in_the_elt_imports_no_ml_library_nor_pandas(platform):
+    """The ELT re-scores from the stored model's linear form (JSON checked against the version
+    hash) and reads no frame: its process loads neither scikit-learn, skops, numpy nor pandas
+    (about 2.5 s and 200 MiB at every hourly start). Training does load them (the other side)."""
+    assert _imports_after(platform, "churn_elt_job") == (True, [])
+    rescored = query(platform.database, SCORES_SQL)
+    assert len(rescored) == 1 and rescored[0][1] > 0
+    ok, loaded = _imports_after(platform, "churn_model_job")
+    assert ok and {"pandas", "sklearn", "skops"} <= set(loaded)
+
+
+# Published for the same 1,000-row file (Kaggle "telecom-customer-churn-insights-for-analysis",
+# the copy the team keeps aside; its source repository publishes SQL analyses, no model):
+# logistic regression, ROC AUC 0.985 on one stratified 80/20 split (200 test rows, 23 of one
+# class). One split that small moves by about 0.02, and ours is the pooled 5-fold score, so the
+# bar is the published figure less 0.03. docs/churn-model.md has the comparison.
+PUBLISHED_LOGISTIC_ROC_AUC = 0.985
+MARGIN = 0.03
+
+
+def test_the_public_dataset_reaches_the_published_roc_auc_without_the_near_perfect_flag(
+        real_csv, tmp_path):
+    """ELT then churn_model_job on the real file: our cross-validated ROC AUC is at least the
+    published one less the margin; the same rows with shuffled labels stay far below that bar.
+
+    The data is rule-like (design pitfall 18), yet the linear model's 0.98 stays under the
+    issue's 0.99 near-perfect bar, so that warning does NOT fire here: a known limit of the
+    flag (docs/churn-model.md), pinned so that changing the bar means revisiting the docs."""
+    platform = Platform(tmp_path, real_csv)
+    assert platform.run("churn_elt_job").success
+    result = platform.run("churn_model_job")
+    assert result.success
+    metadata = model_metadata(result)
+    assert metadata["n_train"] == 1000 and abs(metadata["positive_rate"] - 0.883) < 1e-9
+    assert metadata["roc_auc"] >= PUBLISHED_LOGISTIC_ROC_AUC - MARGIN, metadata["roc_auc"]
+    found = checks(result)
+    assert found["churn_risk_gate"].passed  # promoted: the bar is 0.70
+    warning = found["churn_risk_not_near_perfect"]
+    assert metadata["roc_auc"] < cm.NEAR_PERFECT_ROC_AUC
+    assert warning.passed and "no sign of a leak" in warning.description
+
+    import duckdb
+
+    with duckdb.connect(str(platform.database), read_only=True) as conn:
+        frame = conn.execute("SELECT * FROM analytics.customer_churn").fetchdf()
+    frame[cm.LABEL] = frame[cm.LABEL].sample(frac=1, random_state=3).to_numpy()
+    assert cm.train(frame).evaluation.roc_auc < PUBLISHED_LOGISTIC_ROC_AUC - MARGIN - 0.2

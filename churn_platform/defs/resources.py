@@ -17,13 +17,22 @@ from churn_platform.core import settings
 from churn_platform.core.churn_model import (
     ChurnModel,
     ModelIntegrityError,
+    load_linear_model,
     load_model,
     save_model,
 )
 from churn_platform.core.mapping import SourceMapping, load_mapping
 from churn_platform.core.pseudonymize import checked_key
 from churn_platform.defs.failures import reported_as_failure
-from churn_platform.defs.warehouse_io import WarehouseIOManager, WarehouseResource
+from churn_platform.defs.warehouse_io import (
+    TrainingFrameIOManager,
+    WarehouseIOManager,
+    WarehouseResource,
+)
+
+
+# The input manager of the model's training frame (pandas): only that input names it.
+TRAINING_FRAMES = "training_frames"
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,14 @@ class ChurnModelStore:
         return save_model(model, self.directory)
 
     def load(self, version: str) -> ChurnModel:
+        """The whole model (its scikit-learn pipeline): what training compares with."""
+        return self._checked(version, load_model)
+
+    def load_for_scoring(self, version: str) -> ChurnModel:
+        """Its linear form only (no scikit-learn, skops or pandas), same SHA-256 check."""
+        return self._checked(version, load_linear_model)
+
+    def _checked(self, version: str, loader) -> ChurnModel:
         path = self.path(version)
         if not path.exists():
             raise dg.Failure(
@@ -93,7 +110,7 @@ class ChurnModelStore:
                 " folder that holds it); training compares with it and scoring uses it",
                 allow_retries=False)
         try:
-            return load_model(path, version)
+            return loader(path, version)
         except ModelIntegrityError as error:
             raise dg.Failure(str(error), allow_retries=False) from None
 
@@ -105,6 +122,7 @@ def build_resources(duckdb_path: str | None = None, source_csv: str | None = Non
     config = settings.duckdb_config()
     return {
         "io_manager": WarehouseIOManager(database=database, connection_config=config),
+        TRAINING_FRAMES: TrainingFrameIOManager(database=database, connection_config=config),
         "warehouse": WarehouseResource(database=database, connection_config=config),
         "churn_source": _fixed(
             ChurnSource(

@@ -4,8 +4,12 @@ The IO manager is dagster-duckdb's `DuckDBIOManager` with a type handler for `Sq
 handler and client interfaces (`DbTypeHandler`, `TableSlice`, `DbIOManager`) are importable only
 from `dagster._core.storage.db_io_manager`: no public module exports them, and every dagster-duckdb
 type handler (dagster-duckdb-pandas included) is written against them. That private import is made
-here and nowhere else; `dagster` is pinned to one version in pyproject.toml, so it cannot move
-under us.
+here (and in training_frames.py, the pandas handler) and nowhere else; `dagster` is pinned to one
+version in pyproject.toml, so it cannot move under us.
+
+pandas is not imported here: DataFrames are read only by the model's training, through
+TrainingFrameIOManager, whose handler is imported when that IO manager is built (a training
+step), so the ELT's processes never pay for pandas (0.5 s and 50 MiB each).
 """
 
 from collections.abc import Iterator, Sequence
@@ -13,15 +17,12 @@ from contextlib import ExitStack, contextmanager
 
 import dagster as dg
 import duckdb
-import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 from pydantic import PrivateAttr
 
 from churn_platform.core import publish
-from churn_platform.core.churn_model_sql import stratified_sample_sql
 from churn_platform.core.columns import describe
 from churn_platform.core.errors import PlatformError
 from churn_platform.core.warehouse import (
@@ -116,34 +117,6 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         return SqlTable(f"SELECT * FROM {read}")
 
 
-class SampledPandasTypeHandler(DuckDBPandasTypeHandler):
-    """dagster-duckdb-pandas' handler, for reading frames only (model training).
-
-    An input whose metadata holds `sample_rows` gets a reproducible stratified sample of that
-    many rows (stratified_sample_sql) of its `columns` only, so a 5M-row table is never loaded
-    whole and no column the asset did not ask for (the customer id) reaches pandas. Writing a
-    frame is refused: the stock write is not atomic (DELETE, then INSERT); return a SqlTable.
-    """
-
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice,
-                   connection) -> pd.DataFrame:
-        rows = (context.definition_metadata or {}).get("sample_rows")
-        if rows is None:
-            return super().load_input(context, table_slice, connection)
-        relation = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
-        if not table_slice.columns:
-            raise dg.Failure(f"a sample of {relation} needs the input's `columns` metadata",
-                             allow_retries=False)
-        present = {row[0] for row in connection.execute(f"DESCRIBE {relation}").fetchall()}
-        columns = [c for c in table_slice.columns if c in present]
-        return connection.execute(stratified_sample_sql(relation, int(rows), columns)).fetchdf()
-
-    def handle_output(self, context, table_slice, obj, connection):
-        raise dg.Failure(
-            f"{table_slice.schema}.{table_slice.table}: the warehouse does not take DataFrames"
-            " (its write is not atomic); return a SqlTable", allow_retries=False)
-
-
 class _AtomicDuckDbClient(DuckDbClient):
     """The stock client, minus the DELETE before each write (the handler replaces atomically)."""
 
@@ -171,12 +144,11 @@ class _AtomicDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBIOManager):
-    """DuckDB IO manager for `SqlTable` outputs (and DataFrame inputs); the asset key is
-    `schema/table`."""
+    """DuckDB IO manager for `SqlTable` outputs and inputs; the asset key is `schema/table`."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [SqlTableTypeHandler(), SampledPandasTypeHandler()]
+        return [SqlTableTypeHandler()]
 
     @staticmethod
     def default_load_type() -> type | None:
@@ -191,6 +163,24 @@ class WarehouseIOManager(DuckDBIOManager):
             default_load_type=self.default_load_type(),
             io_manager_name="WarehouseIOManager",
         )
+
+
+class TrainingFrameIOManager(WarehouseIOManager):
+    """The warehouse read as pandas DataFrames, for the model's training input only
+    (`input_manager_key`): dagster-duckdb-pandas' handler, sampled (training_frames.py).
+    Built, and pandas imported, only in a run whose steps read a frame."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        from churn_platform.training_frames import SampledPandasTypeHandler
+
+        return [SampledPandasTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        import pandas as pd
+
+        return pd.DataFrame
 
 
 class WarehouseResource(DuckDBResource):

@@ -6,10 +6,10 @@ scores downstream run. Scores always use the model the warehouse records as prom
 """
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
-import pandas as pd
 
 from churn_platform.core import churn_model as cm
 from churn_platform.core.churn_model_sql import (
@@ -24,8 +24,11 @@ from churn_platform.core.tables import EVALUATIONS_TABLE
 from churn_platform.core.warehouse import SqlTable, write_table
 from churn_platform.defs.elt.assets import ANALYTICS, OWNERS
 from churn_platform.defs.failures import reported_as_failure
-from churn_platform.defs.resources import ChurnModelStore, ChurnSource
+from churn_platform.defs.resources import TRAINING_FRAMES, ChurnModelStore, ChurnSource
 from churn_platform.defs.warehouse_io import PUBLISHED, WarehouseResource
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODEL = dg.AssetKey(["models", "churn_risk"])
 EVALUATIONS = dg.AssetKey(["analytics", "churn_model_evaluations"])
@@ -34,7 +37,9 @@ SCORE_SUMMARY = dg.AssetKey(["analytics", "churn_score_summary"])
 
 # Training reads a stratified sample of this many rows (dagster-duckdb-pandas, see
 # SampledPandasTypeHandler): enough for a dozen coefficients, bounded however large the table.
-SAMPLE_ROWS = 100_000
+# 100k cost a third more training time for the same model (on 5M generated rows: ROC AUC
+# 0.7699 against 0.7687, the same High cut-off).
+SAMPLE_ROWS = 50_000
 TRAINING_COLUMNS = [*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES, cm.LABEL]
 
 
@@ -46,7 +51,7 @@ def promoted_model(conn: duckdb.DuckDBPyConnection) -> tuple[str, float] | None:
         return None  # no training yet
 
 
-def _compare(context, store: ChurnModelStore, promoted, frame: pd.DataFrame):
+def _compare(context, store: ChurnModelStore, promoted, frame: "pd.DataFrame"):
     """The promoted model's ROC AUC on this training's data (the gate's yardstick), or None."""
     if promoted is None:
         return None, None
@@ -84,12 +89,15 @@ def _compare(context, store: ChurnModelStore, promoted, frame: pd.DataFrame):
             ),
         ),
     },
+    # A pandas DataFrame (TrainingFrameIOManager): the only input that needs pandas, so only
+    # this step's process imports it.
     ins={"analytics": dg.AssetIn(
-        ANALYTICS, metadata={"sample_rows": SAMPLE_ROWS, "columns": TRAINING_COLUMNS})},
+        ANALYTICS, metadata={"sample_rows": SAMPLE_ROWS, "columns": TRAINING_COLUMNS},
+        input_manager_key=TRAINING_FRAMES)},
 )
 def churn_risk_model(
     context: dg.AssetExecutionContext,
-    analytics: pd.DataFrame,
+    analytics,
     churn_source: dg.ResourceParam[ChurnSource],
     churn_models: dg.ResourceParam[ChurnModelStore],
     warehouse: WarehouseResource,
@@ -189,7 +197,7 @@ def churn_scores(
             "No churn model is promoted yet: churn_scores skipped. Materialize models/churn_risk"
             " (churn_model_job) to train one; scores then follow every ELT run.")
         return
-    model = churn_models.load(promoted[0])
+    model = churn_models.load_for_scoring(promoted[0])
     sql = scoring_sql(model, f"({analytics.sql})", where="churn_flag = 0",
                       keep=SUMMARY_SEGMENTS)
     context.log.info(f"Scoring with the promoted model {model.version}.")
