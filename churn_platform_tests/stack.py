@@ -269,6 +269,7 @@ mutation Launch($params: ExecutionParams!) {
     ... on LaunchRunSuccess { run { runId status } }
     ... on PythonError { message stack }
     ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message }
   }
 }"""
 
@@ -345,9 +346,14 @@ def list_runs(gql: GraphQL, **run_filter) -> list[dict]:
     return gql(RUNS, filter=run_filter)["runsOrError"]["results"]
 
 
-def launch_run(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}"):
+def launch_run(gql: GraphQL, job: str, tags: dict[str, str] | None = None, run_config: str = "{}",
+               assets: list[list[str]] | None = None):
+    """Launch as the UI does: a job, or (job "__ASSET_JOB") the assets selected in the graph."""
+    selector = {**LOCATION, "jobName": job}
+    if assets:
+        selector["assetSelection"] = [{"path": key} for key in assets]
     params = {
-        "selector": {**LOCATION, "jobName": job},
+        "selector": selector,
         "runConfigData": run_config,
         "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
     }

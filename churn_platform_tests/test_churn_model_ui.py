@@ -15,30 +15,20 @@ from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.sample_data import write_sample
 from churn_platform_tests.conftest import query
 from churn_platform_tests.postgres import free_port
-from churn_platform_tests.stack import GraphQL, ProcessGroups, wait_until
+from churn_platform_tests.stack import (
+    GraphQL,
+    ProcessGroups,
+    finished,
+    launch_run,
+    wait_until,
+)
 from churn_platform_tests.test_churn_model_runs import Platform
 
-LOCATION = {"repositoryLocationName": "churn_platform", "repositoryName": "__repository__"}
 # What the UI selects for the Materialize button on models/churn_risk: the multi-asset's keys
 # (it is not subsettable), and with them their checks.
 SELECTED = [["models", "churn_risk"], ["analytics", "churn_model_evaluations"]]
 
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}"""
-
-RUN = """
-query Run($runId: ID!) {
-  runOrError(runId: $runId) { ... on Run { status jobName } }
-}"""
-
-CHECKS = """
+RUN_CHECKS = """
 query Checks($runId: ID!) {
   logsForRun(runId: $runId) {
     ... on EventConnection {
@@ -46,8 +36,6 @@ query Checks($runId: ID!) {
     }
   }
 }"""
-
-DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def _answers(url: str) -> bool:
@@ -80,18 +68,11 @@ def test_materializing_the_model_from_the_ui_trains_gates_and_records_it(tmp_pat
         wait_until("the UI", lambda: _answers(f"{base}/server_info"), 180,
                    on_timeout=lambda: groups.log("dev"))
         gql = GraphQL(base)
-        launched = gql(LAUNCH, params={
-            "selector": {**LOCATION, "jobName": "__ASSET_JOB",
-                         "assetSelection": [{"path": key} for key in SELECTED]},
-            "runConfigData": "{}",
-        })["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-        run = wait_until("the model's run", lambda: (
-            r if (r := gql(RUN, runId=run_id)["runOrError"])["status"] in DONE else None),
-            300, interval=2, on_timeout=lambda: groups.log("dev"))
+        run_id = launch_run(gql, "__ASSET_JOB", assets=SELECTED)
+        run = wait_until("the model's run", lambda: finished(gql, run_id), 300, interval=2,
+                         on_timeout=lambda: groups.log("dev"))
         assert run["status"] == "SUCCESS", groups.log("dev")
-        events = gql(CHECKS, runId=run_id)["logsForRun"]["events"]
+        events = gql(RUN_CHECKS, runId=run_id)["logsForRun"]["events"]
         checks = {e["evaluation"]["checkName"]: e["evaluation"]["success"]
                   for e in events if e.get("evaluation")}
         assert checks == {"churn_risk_gate": True, "churn_risk_not_near_perfect": True}
