@@ -427,3 +427,20 @@ def test_history_kept_as_one_updated_table_is_rebuilt_on_the_next_export(con):
     assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
     assert con.execute(retention_by_cohort_sql()).fetchall() == RETENTION
     assert apply(con, K3) == "unchanged"
+
+
+def test_retention_counts_a_version_closed_for_absence_until_its_first_missed_export(con):
+    """e (cohort 2025-10), with N = 2: missing from February and March, so closed in March with
+    valid_to February. Retained in January (open then), not in February (valid_to is exclusive,
+    even though the closing came later) nor in March (no open version, not back)."""
+    k3 = ExportRef("2026-03-24__00000000003c", D3, K3.arrived_at)
+    without_e = [(k3, c, *rest) for ref, c, *rest in ROWS if ref == K3 and c != "e"]
+    con.execute("DROP TABLE export_rows")
+    load_rows(con, ROWS + without_e)
+    for ref in (K1, K2, k3):
+        apply(con, ref, missing=2)
+    assert [row for row in con.execute(retention_by_cohort_sql()).fetchall()
+            if row[0] == date(2025, 10, 1)] == [
+        (date(2025, 10, 1), JAN, D1, 3, 1, 1, 100.0),
+        (date(2025, 10, 1), FEB, D2, 4, 1, 0, 0.0),
+        (date(2025, 10, 1), MAR, k3.export_date, 5, 1, 0, 0.0)]

@@ -291,8 +291,8 @@ def _rebuild(connection, exports: list[ExportRef], rows_for, missing_for_churn: 
             )
 
 
-def retention_by_cohort_sql(history: str = HISTORY_TABLE, exports: str = EXPORTS_TABLE,
-                            customers: str = LAST_SEEN_TABLE) -> str:
+def retention_by_cohort_sql(exports: str = EXPORTS_TABLE, customers: str = LAST_SEEN_TABLE,
+                            closed: str = CLOSED_VERSIONS_TABLE) -> str:
     """Per cohort month and calendar month with exports: customers, retained, retention %.
 
     The cohort month is the month a customer started: their first sight's export date minus
@@ -313,13 +313,19 @@ def retention_by_cohort_sql(history: str = HISTORY_TABLE, exports: str = EXPORTS
                    max(export_date) AS measured_on
             FROM {exports} GROUP BY 1
         ),
+        -- Open versions from the per-customer table, closed ones from their own table: DuckDB
+        -- pushes `valid_to > measured_on` into that scan, and closed versions are appended in
+        -- closing order, so the row groups of versions closed before the first month are skipped.
         open_on AS (
-            SELECT DISTINCT h.anonymized_customer_id, m.month
-            FROM {history} AS h
-            JOIN measured AS m
-              ON h.valid_from <= m.measured_on
-             AND (h.valid_to IS NULL OR h.valid_to > m.measured_on)
-            WHERE h.churn = 'No'
+            SELECT s.anonymized_customer_id, m.month
+            FROM {customers} AS s
+            JOIN measured AS m ON s.valid_from <= m.measured_on
+            WHERE s.is_current AND s.churn = 'No'
+            UNION
+            SELECT c.anonymized_customer_id, m.month
+            FROM {closed} AS c
+            JOIN measured AS m ON c.valid_from <= m.measured_on AND c.valid_to > m.measured_on
+            WHERE c.churn = 'No'
         )
         SELECT f.cohort_month, m.month, m.measured_on,
                CAST(datediff('month', f.cohort_month, m.month) AS INTEGER) AS months_since_start,
