@@ -375,3 +375,72 @@ def test_each_return_after_an_absence_opens_the_next_lifecycle(con):
                                 (3, k5.export_date, None, None)]
     assert [(r[1], r[2], r[4]) for r in con.execute(EVENTS_QUERY).fetchall() if r[0] == "e"] == [
         (1, D2, "missing"), (2, k4.export_date, "missing")]
+
+
+def test_applying_an_export_reads_no_closed_version_and_never_rewrites_one(con):
+    """The cost rule: an export is applied against the per-customer table only. Closed versions
+    are appended (by absence and by change) and neither read, updated nor deleted."""
+    from churn_platform.core.history import apply_statements
+    from churn_platform.core.tables import CLOSED_VERSIONS_TABLE, HISTORY_TABLE
+
+    statements = apply_statements(K3, rows_for(K3), 1)
+    closed = [s for s in statements if CLOSED_VERSIONS_TABLE in s]
+    assert len(closed) == 2
+    assert all(" ".join(s.split()).startswith(f"INSERT INTO {CLOSED_VERSIONS_TABLE} SELECT")
+               and s.count(CLOSED_VERSIONS_TABLE) == 1 for s in closed)
+    assert not [s for s in statements if HISTORY_TABLE in s]
+    # Row identity: the versions closed after February are the same rows after March, in place.
+    apply(con, K1)
+    apply(con, K2)
+    closed_sql = f"SELECT rowid, * FROM {CLOSED_VERSIONS_TABLE} ORDER BY rowid"
+    after_february = con.execute(closed_sql).fetchall()
+    assert sorted(str(r[1])[-1] for r in after_february) == ["b", "c", "e"]
+    apply(con, K3)
+    assert con.execute(closed_sql).fetchall()[:len(after_february)] == after_february
+
+
+def test_the_first_sight_outlives_an_absence(con):
+    """e's cohort is from its first sight (January, tenure 3), not its return in March."""
+    for ref in (K1, K2, K3):
+        apply(con, ref)
+    assert con.execute(
+        f"SELECT {ID}, first_seen_date, first_seen_tenure, lifecycle, is_current"
+        " FROM analytics.customer_last_seen ORDER BY ALL").fetchall() == [
+        ("a", D1, 5, 1, True), ("b", D1, 20, 1, True), ("c", D1, 30, 1, True),
+        ("d", D1, 40, 1, True), ("e", D1, 3, 2, True), ("f", D2, 2, 1, True)]
+
+
+def test_history_kept_as_one_updated_table_is_rebuilt_on_the_next_export(con):
+    """A warehouse from before the closed versions moved apart: the next export rebuilds history
+    from every export's rows, to the same hand-computed rows."""
+    apply(con, K1)
+    apply(con, K2)
+    con.execute("CREATE TABLE old_history AS SELECT * FROM analytics.customer_history")
+    con.execute("DROP VIEW analytics.customer_history")
+    con.execute("DROP TABLE analytics.customer_versions_closed")
+    con.execute("CREATE TABLE analytics.customer_history AS SELECT * FROM old_history")
+    con.execute("CREATE OR REPLACE TABLE analytics.customer_last_seen AS SELECT"
+                " anonymized_customer_id, last_seen_date, last_seen_tenure, lifecycle"
+                " FROM analytics.customer_last_seen")
+    assert apply(con, K3) == "rebuilt"
+    assert con.execute(HISTORY_QUERY).fetchall() == HISTORY
+    assert con.execute(EVENTS_QUERY).fetchall() == EVENTS
+    assert con.execute(retention_by_cohort_sql()).fetchall() == RETENTION
+    assert apply(con, K3) == "unchanged"
+
+
+def test_retention_counts_a_version_closed_for_absence_until_its_first_missed_export(con):
+    """e (cohort 2025-10), with N = 2: missing from February and March, so closed in March with
+    valid_to February. Retained in January (open then), not in February (valid_to is exclusive,
+    even though the closing came later) nor in March (no open version, not back)."""
+    k3 = ExportRef("2026-03-24__00000000003c", D3, K3.arrived_at)
+    without_e = [(k3, c, *rest) for ref, c, *rest in ROWS if ref == K3 and c != "e"]
+    con.execute("DROP TABLE export_rows")
+    load_rows(con, ROWS + without_e)
+    for ref in (K1, K2, k3):
+        apply(con, ref, missing=2)
+    assert [row for row in con.execute(retention_by_cohort_sql()).fetchall()
+            if row[0] == date(2025, 10, 1)] == [
+        (date(2025, 10, 1), JAN, D1, 3, 1, 1, 100.0),
+        (date(2025, 10, 1), FEB, D2, 4, 1, 0, 0.0),
+        (date(2025, 10, 1), MAR, k3.export_date, 5, 1, 0, 0.0)]

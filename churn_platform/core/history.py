@@ -30,6 +30,7 @@ import duckdb
 
 from churn_platform.core.errors import InputError, PlatformError
 from churn_platform.core.tables import (
+    CLOSED_VERSIONS_TABLE,
     EVENTS_TABLE,
     EXPORTS_TABLE,
     HISTORY_TABLE,
@@ -43,20 +44,37 @@ ATTRIBUTES = ("contract_type", "internet_service", "tech_support", "monthly_char
 # What an export's rows must hold (analytics.customer_churn has all of them).
 ROW_COLUMNS = ("anonymized_customer_id", "source_row", "tenure", *ATTRIBUTES)
 
+VERSION_COLUMNS = ("anonymized_customer_id", "lifecycle", "valid_from", "valid_to", "is_current",
+                   *ATTRIBUTES, "first_tenure", "closed_by", "opened_by_export")
+
 CREATE_SQL = (
     "CREATE SCHEMA IF NOT EXISTS analytics",
     f"""CREATE TABLE IF NOT EXISTS {EXPORTS_TABLE} (
         export_key VARCHAR, export_date DATE, arrived_at TIMESTAMP, applied_at TIMESTAMP,
         customers BIGINT, repeated_rows BIGINT, superseded_by VARCHAR)""",
-    f"""CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    # Closed versions only, appended as they close and never updated: an UPDATE closing versions
+    # scattered over the whole history cost more with every export (1M customers: 1.54x by the
+    # 30th). The open versions live in the narrow per-customer table below.
+    f"""CREATE TABLE IF NOT EXISTS {CLOSED_VERSIONS_TABLE} (
         anonymized_customer_id UUID, lifecycle INTEGER, valid_from DATE, valid_to DATE,
         is_current BOOLEAN, {", ".join(f"{a} VARCHAR" for a in ATTRIBUTES)},
         first_tenure INTEGER, closed_by VARCHAR, opened_by_export VARCHAR)""",
-    # Apart from the versions: rewritten whole each export, instead of updating a column of most
-    # history rows (scattered updates grew with every export: 1M customers, 2.3 to 6.8 CPU s in 6).
+    # One row per customer ever seen, rewritten whole each export (a cost in proportion to the
+    # customers, not to the history): the last sighting, the latest lifecycle, the first sight
+    # (the cohort), and the open version if any (is_current false once it closed).
     f"""CREATE TABLE IF NOT EXISTS {LAST_SEEN_TABLE} (
         anonymized_customer_id UUID, last_seen_date DATE, last_seen_tenure INTEGER,
-        lifecycle INTEGER)""",
+        lifecycle INTEGER, first_seen_date DATE, first_seen_tenure INTEGER, is_current BOOLEAN,
+        valid_from DATE, {", ".join(f"{a} VARCHAR" for a in ATTRIBUTES)}, first_tenure INTEGER,
+        opened_by_export VARCHAR)""",
+    # The history as one relation: closed versions, then each customer's open one.
+    f"""CREATE VIEW IF NOT EXISTS {HISTORY_TABLE} AS
+        SELECT {", ".join(VERSION_COLUMNS)} FROM {CLOSED_VERSIONS_TABLE}
+        UNION ALL
+        SELECT anonymized_customer_id, lifecycle, valid_from, CAST(NULL AS DATE) AS valid_to,
+               true AS is_current, {", ".join(ATTRIBUTES)}, first_tenure,
+               CAST(NULL AS VARCHAR) AS closed_by, opened_by_export
+        FROM {LAST_SEEN_TABLE} WHERE is_current""",
     f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         anonymized_customer_id UUID, lifecycle INTEGER, event_date DATE, detected_date DATE,
         rule VARCHAR, tenure INTEGER, contract_type VARCHAR, detected_by_export VARCHAR)""",
@@ -83,15 +101,27 @@ def _date(value: date) -> str:
 def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> list[str]:
     """The statements applying one export newer than every applied one, in order.
 
-    `rows` is a SELECT giving ROW_COLUMNS for this export.
+    `rows` is a SELECT giving ROW_COLUMNS for this export. Every statement reads the export and
+    the per-customer table, never the closed versions: the cost follows the export and the
+    customers, not the history.
     """
     d, key = _date(export.export_date), quote_literal(export.key)
     arrived = export.arrived_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    changed = " OR ".join(f"c.{a} IS DISTINCT FROM e.{a}" for a in ATTRIBUTES)
+    changed = " OR ".join(f"s.{a} IS DISTINCT FROM e.{a}" for a in ATTRIBUTES)
     attrs = ", ".join(ATTRIBUTES)
+    current_attrs = ", ".join(f"s.{a} AS current_{a}" for a in ATTRIBUTES)
     # A customer's lifecycle in this export: the current one, or the next after an absence.
     lifecycle = ("CASE WHEN has_current THEN current_lifecycle"
                  " ELSE coalesce(max_lifecycle + 1, 1) END")
+    # Kept open (same attributes): the open version's columns; else a version opened now.
+    kept = "has_current AND NOT changed"
+    version = ", ".join([
+        f"CASE WHEN {kept} THEN current_valid_from ELSE {d} END AS valid_from",
+        *(f"{a}" for a in ATTRIBUTES),
+        f"CASE WHEN {kept} THEN current_first_tenure ELSE tenure END AS first_tenure",
+        f"CASE WHEN {kept} THEN current_opened_by_export ELSE {key} END AS opened_by_export",
+    ])
+    closed = ", ".join(f"current_{a}" for a in ATTRIBUTES)
     return [
         # The export, one row per customer: the last in file order.
         f"""CREATE OR REPLACE TEMP TABLE _export AS
@@ -100,20 +130,21 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
             FROM ({rows}) AS export_rows
             QUALIFY row_number() OVER (PARTITION BY anonymized_customer_id
                                        ORDER BY source_row DESC) = 1""",
-        # Each exported customer against their current version, before anything changes.
+        # Each exported customer against their open version, before anything changes.
         f"""CREATE OR REPLACE TEMP TABLE _before AS
             SELECT e.*,
-                   c.anonymized_customer_id IS NOT NULL AS has_current,
-                   c.lifecycle AS current_lifecycle,
-                   c.churn AS current_churn,
-                   (c.anonymized_customer_id IS NOT NULL AND ({changed})) AS changed,
-                   -- The latest lifecycle, from the narrow table rather than all versions.
-                   seen.lifecycle AS max_lifecycle
+                   coalesce(s.is_current, false) AS has_current,
+                   s.lifecycle AS current_lifecycle,
+                   s.churn AS current_churn,
+                   coalesce(s.is_current AND ({changed}), false) AS changed,
+                   s.lifecycle AS max_lifecycle,
+                   s.valid_from AS current_valid_from, s.first_tenure AS current_first_tenure,
+                   s.opened_by_export AS current_opened_by_export, {current_attrs},
+                   coalesce(s.first_seen_date, {d}) AS first_seen_date,
+                   coalesce(s.first_seen_tenure, e.tenure) AS first_seen_tenure
             FROM _export AS e
-            LEFT JOIN {HISTORY_TABLE} AS c
-                   ON c.anonymized_customer_id = e.anonymized_customer_id AND c.is_current
-            LEFT JOIN {LAST_SEEN_TABLE} AS seen
-                   ON seen.anonymized_customer_id = e.anonymized_customer_id""",
+            LEFT JOIN {LAST_SEEN_TABLE} AS s
+                   ON s.anonymized_customer_id = e.anonymized_customer_id""",
         f"""INSERT INTO {EXPORTS_TABLE}
             SELECT {key}, {d}, TIMESTAMP '{arrived}', now()::TIMESTAMP,
                    (SELECT count(*) FROM _export),
@@ -128,44 +159,41 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
             WHERE churn = 'Yes'
               AND (has_current AND current_churn IS DISTINCT FROM 'Yes'
                    OR NOT has_current AND max_lifecycle IS NULL)""",
-        # Current versions whose customer this export lacks: how many export dates since seen.
+        # Open versions whose customer this export lacks: how many export dates since seen.
         f"""CREATE OR REPLACE TEMP TABLE _absent AS
-            SELECT h.anonymized_customer_id, h.lifecycle, h.churn, h.contract_type,
-                   s.last_seen_tenure, gap.missed, gap.first_missed
-            FROM {HISTORY_TABLE} AS h
-            JOIN {LAST_SEEN_TABLE} AS s USING (anonymized_customer_id)
+            SELECT s.*, gap.missed, gap.first_missed
+            FROM {LAST_SEEN_TABLE} AS s
             JOIN (SELECT seen.last_seen_date, count(DISTINCT x.export_date) AS missed,
                          min(x.export_date) AS first_missed
                   FROM (SELECT DISTINCT last_seen_date FROM {LAST_SEEN_TABLE}) AS seen
                   JOIN {EXPORTS_TABLE} AS x ON x.export_date > seen.last_seen_date
                   GROUP BY seen.last_seen_date) AS gap ON gap.last_seen_date = s.last_seen_date
-            WHERE h.is_current AND gap.missed >= {missing_for_churn}
+            WHERE s.is_current AND gap.missed >= {missing_for_churn}
               AND NOT EXISTS (SELECT 1 FROM _export AS e
-                              WHERE e.anonymized_customer_id = h.anonymized_customer_id)""",
+                              WHERE e.anonymized_customer_id = s.anonymized_customer_id)""",
         f"""INSERT INTO {EVENTS_TABLE}
             SELECT anonymized_customer_id, lifecycle, first_missed, {d}, 'missing',
                    last_seen_tenure, contract_type, {key}
             FROM _absent WHERE churn IS DISTINCT FROM 'Yes'""",
-        f"""UPDATE {HISTORY_TABLE} AS h
-            SET is_current = false, valid_to = a.first_missed, closed_by = 'missing'
-            FROM _absent AS a
-            WHERE h.anonymized_customer_id = a.anonymized_customer_id AND h.is_current""",
-        f"""UPDATE {HISTORY_TABLE} AS h
-            SET is_current = false, valid_to = {d}, closed_by = 'change'
-            FROM _before AS b
-            WHERE h.anonymized_customer_id = b.anonymized_customer_id AND h.is_current
-              AND b.changed""",
-        f"""INSERT INTO {HISTORY_TABLE}
-            SELECT anonymized_customer_id, {lifecycle}, {d}, NULL, true, {attrs}, tenure, NULL,
-                   {key}
-            FROM _before
-            WHERE NOT has_current OR changed""",
+        # Versions closed by absence, then by a change: appended, never updated in place.
+        f"""INSERT INTO {CLOSED_VERSIONS_TABLE}
+            SELECT anonymized_customer_id, lifecycle, valid_from, first_missed, false, {attrs},
+                   first_tenure, 'missing', opened_by_export
+            FROM _absent""",
+        f"""INSERT INTO {CLOSED_VERSIONS_TABLE}
+            SELECT anonymized_customer_id, current_lifecycle, current_valid_from, {d}, false,
+                   {closed}, current_first_tenure, 'change', current_opened_by_export
+            FROM _before WHERE changed""",
         f"""CREATE OR REPLACE TABLE {LAST_SEEN_TABLE} AS
             SELECT anonymized_customer_id, {d} AS last_seen_date, tenure AS last_seen_tenure,
-                   {lifecycle} AS lifecycle
+                   {lifecycle} AS lifecycle, first_seen_date, first_seen_tenure,
+                   true AS is_current, {version}
             FROM _before
             UNION ALL
-            SELECT * FROM {LAST_SEEN_TABLE} AS s
+            SELECT s.* REPLACE (
+                       s.is_current AND a.anonymized_customer_id IS NULL AS is_current)
+            FROM {LAST_SEEN_TABLE} AS s
+            LEFT JOIN _absent AS a USING (anonymized_customer_id)
             WHERE NOT EXISTS (SELECT 1 FROM _export AS e
                               WHERE e.anonymized_customer_id = s.anonymized_customer_id)""",
         "DROP TABLE _export",
@@ -199,12 +227,20 @@ def apply_export(connection: duckdb.DuckDBPyConnection, export: ExportRef,
     "unchanged", "appended" or "rebuilt". On any error the previous tables stay.
     """
     _check_threshold(missing_for_churn)
-    for statement in CREATE_SQL:
-        connection.execute(statement)
     connection.execute("BEGIN TRANSACTION")
     try:
+        # Row order means nothing in these tables; an ordered parallel write (the session may
+        # keep the raw load's setting) is written again at checkpoint (1M customers: about 1 s).
+        connection.execute("SET SESSION preserve_insertion_order = false")
+        old_layout = _drop_old_layout(connection)
+        for statement in CREATE_SQL:
+            connection.execute(statement)
         applied = applied_exports(connection)
-        if any(ref.key == export.key for ref in applied):
+        if old_layout:
+            _rebuild(connection, [*applied, export] if all(ref.key != export.key for ref in applied)
+                     else applied, rows_for, missing_for_churn)
+            outcome = "rebuilt"
+        elif any(ref.key == export.key for ref in applied):
             outcome = "unchanged"
         elif all(ref.export_date < export.export_date for ref in applied):
             for statement in apply_statements(export, rows_for(export), missing_for_churn):
@@ -225,9 +261,22 @@ def apply_export(connection: duckdb.DuckDBPyConnection, export: ExportRef,
     return outcome
 
 
+def _drop_old_layout(connection) -> bool:
+    """Drop history kept as one updated table (before the closed versions moved apart), so that
+    it is rebuilt from the exports' rows; True if there was one."""
+    schema, name = HISTORY_TABLE.split(".")
+    found = connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [schema, name]).fetchone()[0]
+    if found:
+        connection.execute(f"DROP TABLE {HISTORY_TABLE}")
+        connection.execute(f"DROP TABLE IF EXISTS {LAST_SEEN_TABLE}")
+    return bool(found)
+
+
 def _rebuild(connection, exports: list[ExportRef], rows_for, missing_for_churn: int) -> None:
     """History from nothing, one export per date (the last to arrive), in date order."""
-    for table in (HISTORY_TABLE, EVENTS_TABLE, EXPORTS_TABLE, LAST_SEEN_TABLE):
+    for table in (CLOSED_VERSIONS_TABLE, EVENTS_TABLE, EXPORTS_TABLE, LAST_SEEN_TABLE):
         connection.execute(f"DELETE FROM {table}")
     latest: dict[date, ExportRef] = {}
     for ref in sorted(exports, key=lambda r: r.order):
@@ -245,7 +294,8 @@ def _rebuild(connection, exports: list[ExportRef], rows_for, missing_for_churn: 
             )
 
 
-def retention_by_cohort_sql(history: str = HISTORY_TABLE, exports: str = EXPORTS_TABLE) -> str:
+def retention_by_cohort_sql(exports: str = EXPORTS_TABLE, customers: str = LAST_SEEN_TABLE,
+                            closed: str = CLOSED_VERSIONS_TABLE) -> str:
     """Per cohort month and calendar month with exports: customers, retained, retention %.
 
     The cohort month is the month a customer started: their first sight's export date minus
@@ -256,25 +306,29 @@ def retention_by_cohort_sql(history: str = HISTORY_TABLE, exports: str = EXPORTS
     """
     return f"""
         WITH first_sight AS (
-            SELECT anonymized_customer_id, valid_from AS first_seen,
-                   CAST(date_trunc('month', valid_from - to_months(first_tenure)) AS DATE)
-                       AS cohort_month
-            FROM {history}
-            QUALIFY row_number() OVER (PARTITION BY anonymized_customer_id
-                                       ORDER BY valid_from, lifecycle) = 1
+            SELECT anonymized_customer_id, first_seen_date AS first_seen,
+                   CAST(date_trunc('month', first_seen_date - to_months(first_seen_tenure))
+                        AS DATE) AS cohort_month
+            FROM {customers}
         ),
         measured AS (
             SELECT CAST(date_trunc('month', export_date) AS DATE) AS month,
                    max(export_date) AS measured_on
             FROM {exports} GROUP BY 1
         ),
+        -- Open versions from the per-customer table, closed ones from their own table: DuckDB
+        -- pushes `valid_to > measured_on` into that scan, and closed versions are appended in
+        -- closing order, so the row groups of versions closed before the first month are skipped.
         open_on AS (
-            SELECT DISTINCT h.anonymized_customer_id, m.month
-            FROM {history} AS h
-            JOIN measured AS m
-              ON h.valid_from <= m.measured_on
-             AND (h.valid_to IS NULL OR h.valid_to > m.measured_on)
-            WHERE h.churn = 'No'
+            SELECT s.anonymized_customer_id, m.month
+            FROM {customers} AS s
+            JOIN measured AS m ON s.valid_from <= m.measured_on
+            WHERE s.is_current AND s.churn = 'No'
+            UNION
+            SELECT c.anonymized_customer_id, m.month
+            FROM {closed} AS c
+            JOIN measured AS m ON c.valid_from <= m.measured_on AND c.valid_to > m.measured_on
+            WHERE c.churn = 'No'
         )
         SELECT f.cohort_month, m.month, m.measured_on,
                CAST(datediff('month', f.cohort_month, m.month) AS INTEGER) AS months_since_start,

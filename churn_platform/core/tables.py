@@ -14,7 +14,8 @@ SCORE_SUMMARY_TABLE = "analytics.churn_score_summary"
 
 # Landing mode: every export kept, and the customer history built from them.
 EXPORT_ROWS_TABLE = "landing.export_rows"
-HISTORY_TABLE = "analytics.customer_history"
+HISTORY_TABLE = "analytics.customer_history"  # a view: the closed versions and the open ones
+CLOSED_VERSIONS_TABLE = "analytics.customer_versions_closed"
 EVENTS_TABLE = "analytics.churn_events"
 EXPORTS_TABLE = "analytics.history_exports"
 LAST_SEEN_TABLE = "analytics.customer_last_seen"
