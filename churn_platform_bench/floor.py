@@ -27,6 +27,10 @@ def plan(source_csv: str) -> list[dict]:
     Each entry writes one table: `select` into `table`, replacing it or, with `history`, appended
     to it; `prepare` (a statement and its parameters) runs first, as the IO manager runs it.
     """
+    from churn_platform.core.mapping import load_mapping
+    from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
+    from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING
+    from churn_platform.core.source import staging_table
     from churn_platform.core.tables import (
         ANALYTICS_TABLE,
         METRICS_TABLE,
@@ -34,10 +38,6 @@ def plan(source_csv: str) -> list[dict]:
         SEGMENT_TABLE,
         STAGING_TABLE,
     )
-    from churn_platform.core.mapping import load_mapping
-    from churn_platform.core.quality import churn_by_segment_sql, data_quality_sql
-    from churn_platform.core.settings import DEFAULT_SOURCE_MAPPING
-    from churn_platform.core.source import staging_table
     from churn_platform.core.transform import analytics_sql, rejected_sql
 
     run_id = str(uuid.uuid4())

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import duckdb
 
-from churn_platform.core.backup_manifest import SHA256, BackupRefused, Model, file_digest
+from churn_platform.core.backup_manifest import (
+    SHA256,
+    BackupRefused,
+    Model,
+    file_digest,
+)
 from churn_platform.core.tables import EVALUATIONS_TABLE
 
 

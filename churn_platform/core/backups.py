@@ -45,6 +45,7 @@ from churn_platform.core.backup_models import (
     restore_models,
 )
 from churn_platform.core.errors import PlatformError
+from churn_platform.core.history import restore_views
 from churn_platform.core.publish import CANDIDATE_PREFIX
 from churn_platform.core.warehouse import (
     clean_duckdb_error,
@@ -279,6 +280,7 @@ def restore_backup(backup: Path, database: Path, model_dir: Path | None = None) 
                 conn.execute("SET enable_external_access = false")
                 conn.execute("SET lock_configuration = true")
                 _load(conn, backup, tables)
+                restore_views(conn)
                 conn.execute("CHECKPOINT")
             finally:
                 conn.close()

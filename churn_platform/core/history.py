@@ -28,7 +28,7 @@ from datetime import date, datetime, timezone
 
 import duckdb
 
-from churn_platform.core.errors import InputError, PlatformError
+from churn_platform.core.errors import InputError
 from churn_platform.core.tables import (
     CLOSED_VERSIONS_TABLE,
     EVENTS_TABLE,
@@ -36,7 +36,7 @@ from churn_platform.core.tables import (
     HISTORY_TABLE,
     LAST_SEEN_TABLE,
 )
-from churn_platform.core.warehouse import clean_duckdb_error, quote_literal, rollback
+from churn_platform.core.warehouse import quote_literal, transaction
 
 # The attributes whose change opens a new version.
 ATTRIBUTES = ("contract_type", "internet_service", "tech_support", "monthly_charges_category",
@@ -46,6 +46,15 @@ ROW_COLUMNS = ("anonymized_customer_id", "source_row", "tenure", *ATTRIBUTES)
 
 VERSION_COLUMNS = ("anonymized_customer_id", "lifecycle", "valid_from", "valid_to", "is_current",
                    *ATTRIBUTES, "first_tenure", "closed_by", "opened_by_export")
+
+# The history as one relation: closed versions, then each customer's open one.
+HISTORY_VIEW_SQL = f"""CREATE VIEW IF NOT EXISTS {HISTORY_TABLE} AS
+    SELECT {", ".join(VERSION_COLUMNS)} FROM {CLOSED_VERSIONS_TABLE}
+    UNION ALL
+    SELECT anonymized_customer_id, lifecycle, valid_from, CAST(NULL AS DATE) AS valid_to,
+           true AS is_current, {", ".join(ATTRIBUTES)}, first_tenure,
+           CAST(NULL AS VARCHAR) AS closed_by, opened_by_export
+    FROM {LAST_SEEN_TABLE} WHERE is_current"""
 
 CREATE_SQL = (
     "CREATE SCHEMA IF NOT EXISTS analytics",
@@ -67,18 +76,19 @@ CREATE_SQL = (
         lifecycle INTEGER, first_seen_date DATE, first_seen_tenure INTEGER, is_current BOOLEAN,
         valid_from DATE, {", ".join(f"{a} VARCHAR" for a in ATTRIBUTES)}, first_tenure INTEGER,
         opened_by_export VARCHAR)""",
-    # The history as one relation: closed versions, then each customer's open one.
-    f"""CREATE VIEW IF NOT EXISTS {HISTORY_TABLE} AS
-        SELECT {", ".join(VERSION_COLUMNS)} FROM {CLOSED_VERSIONS_TABLE}
-        UNION ALL
-        SELECT anonymized_customer_id, lifecycle, valid_from, CAST(NULL AS DATE) AS valid_to,
-               true AS is_current, {", ".join(ATTRIBUTES)}, first_tenure,
-               CAST(NULL AS VARCHAR) AS closed_by, opened_by_export
-        FROM {LAST_SEEN_TABLE} WHERE is_current""",
+    HISTORY_VIEW_SQL,
     f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
         anonymized_customer_id UUID, lifecycle INTEGER, event_date DATE, detected_date DATE,
         rule VARCHAR, tenure INTEGER, contract_type VARCHAR, detected_by_export VARCHAR)""",
 )
+
+
+def restore_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """The history view, in a warehouse restored from a backup (which holds tables, not views)."""
+    tables = {f"{schema}.{name}" for schema, name in connection.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables()").fetchall()}
+    if {CLOSED_VERSIONS_TABLE, LAST_SEEN_TABLE} <= tables:
+        connection.execute(HISTORY_VIEW_SQL)
 
 
 @dataclass(frozen=True)
@@ -227,8 +237,7 @@ def apply_export(connection: duckdb.DuckDBPyConnection, export: ExportRef,
     "unchanged", "appended" or "rebuilt". On any error the previous tables stay.
     """
     _check_threshold(missing_for_churn)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection, f"updating customer history with export {export.key}"):
         # Row order means nothing in these tables; an ordered parallel write (the session may
         # keep the raw load's setting) is written again at checkpoint (1M customers: about 1 s).
         connection.execute("SET SESSION preserve_insertion_order = false")
@@ -249,15 +258,6 @@ def apply_export(connection: duckdb.DuckDBPyConnection, export: ExportRef,
         else:
             _rebuild(connection, [*applied, export], rows_for, missing_for_churn)
             outcome = "rebuilt"
-        connection.execute("COMMIT")
-    except duckdb.Error as error:
-        rollback(connection)
-        raise PlatformError(
-            f"updating customer history with export {export.key}: {clean_duckdb_error(error)}"
-        ) from None
-    except BaseException:
-        rollback(connection)
-        raise
     return outcome
 
 

@@ -30,7 +30,6 @@ from churn_platform.defs.warehouse_io import (
     WarehouseResource,
 )
 
-
 # The input manager of the model's training frame (pandas): only that input names it.
 TRAINING_FRAMES = "training_frames"
 

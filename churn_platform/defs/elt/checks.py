@@ -14,8 +14,8 @@ import dagster as dg
 
 from churn_platform.core import check_rules as rules_of
 from churn_platform.core import settings
-from churn_platform.core.files import absolute
 from churn_platform.core.check_rules import DRIFT_MIN_HISTORY, DRIFT_STDDEVS
+from churn_platform.core.files import absolute
 from churn_platform.core.mapping import SourceMapping
 from churn_platform.core.publish import Tables, split_parity
 from churn_platform.core.tables import (

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from churn_platform.core import settings
-
 from churn_platform.defs.elt.assets import ELT_ASSETS
 from churn_platform.defs.landing.assets import EXPORT_ROWS
 from churn_platform.defs.model.assets import SCORE_SUMMARY, SCORES

@@ -16,8 +16,8 @@ import json
 import dagster as dg
 
 from churn_platform.core import landing, settings
-from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
 from churn_platform.defs.elt.jobs import churn_elt_job
+from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
 from churn_platform.defs.landing.assets import (
     EXPORT_ROWS,
     EXPORTS_PARTITIONS,
