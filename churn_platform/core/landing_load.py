@@ -27,7 +27,7 @@ from churn_platform.core.warehouse import (
     clean_duckdb_error,
     quote_ident,
     quote_literal,
-    rollback,
+    transaction,
     write_table,
 )
 
@@ -61,8 +61,8 @@ def load_rows(connection: duckdb.DuckDBPyConnection, export: Export, mapping_pat
                                            " new export on the next scan")
     connection.execute("CREATE SCHEMA IF NOT EXISTS landing")
     connection.execute(_CREATE_ROWS)
-    connection.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(connection, f"loading export {export.partition_key} ({export.path})",
+                     InputError):
         connection.execute("SET SESSION preserve_insertion_order = true")
         try:
             connection.execute(staged.prepare[0], dict(staged.prepare[1]))
@@ -99,14 +99,6 @@ def load_rows(connection: duckdb.DuckDBPyConnection, export: Export, mapping_pat
         ).fetchone()[0]
         staged.verify(rows)
         connection.execute("DROP TABLE _prepared")
-        connection.execute("COMMIT")
-    except duckdb.Error as error:
-        rollback(connection)
-        raise InputError(f"loading export {export.partition_key} ({export.path}):"
-                         f" {clean_duckdb_error(error)}") from None
-    except BaseException:
-        rollback(connection)
-        raise
     return rows
 
 
