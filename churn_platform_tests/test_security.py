@@ -89,6 +89,9 @@ VARIED = "abcdefghijklmnopqrstuvwxyz0123456789"
         (secrets.token_urlsafe(32), True),  # what the message tells users to run
         (secrets.token_hex(32), True),  # `openssl rand -hex 32`
     ],
+    # Named, not shown: a random key as a test id differs from one collection to the next.
+    ids=["short", "long-enough", "few-distinct", "enough-distinct", "a-key", "token-urlsafe",
+         "token-hex"],
 )
 def test_weak_keys_are_refused_without_showing_them(key, accepted):
     if accepted:
