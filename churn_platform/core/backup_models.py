@@ -19,14 +19,12 @@ from churn_platform.core.backup_manifest import (
     file_digest,
 )
 from churn_platform.core.tables import EVALUATIONS_TABLE
+from churn_platform.core.warehouse import table_exists
 
 
 def recorded_versions(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """Every model version the warehouse records, whether promoted or not."""
-    schema, name = EVALUATIONS_TABLE.split(".")
-    if not conn.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name ="
-                        " current_database() AND schema_name = ? AND table_name = ?",
-                        [schema, name]).fetchone()[0]:
+    if not table_exists(conn, EVALUATIONS_TABLE):
         return []
     rows = conn.execute(f"SELECT DISTINCT model_version FROM {EVALUATIONS_TABLE}"
                         " WHERE model_version IS NOT NULL ORDER BY 1").fetchall()

@@ -36,7 +36,7 @@ from churn_platform.core.tables import (
     HISTORY_TABLE,
     LAST_SEEN_TABLE,
 )
-from churn_platform.core.warehouse import quote_literal, transaction
+from churn_platform.core.warehouse import quote_literal, table_exists, transaction
 
 # The attributes whose change opens a new version.
 ATTRIBUTES = ("contract_type", "internet_service", "tech_support", "monthly_charges_category",
@@ -85,9 +85,8 @@ CREATE_SQL = (
 
 def restore_views(connection: duckdb.DuckDBPyConnection) -> None:
     """The history view, in a warehouse restored from a backup (which holds tables, not views)."""
-    tables = {f"{schema}.{name}" for schema, name in connection.execute(
-        "SELECT schema_name, table_name FROM duckdb_tables()").fetchall()}
-    if {CLOSED_VERSIONS_TABLE, LAST_SEEN_TABLE} <= tables:
+    if table_exists(connection, CLOSED_VERSIONS_TABLE) and table_exists(connection,
+                                                                         LAST_SEEN_TABLE):
         connection.execute(HISTORY_VIEW_SQL)
 
 
@@ -264,10 +263,7 @@ def apply_export(connection: duckdb.DuckDBPyConnection, export: ExportRef,
 def _drop_old_layout(connection) -> bool:
     """Drop history kept as one updated table (before the closed versions moved apart), so that
     it is rebuilt from the exports' rows; True if there was one."""
-    schema, name = HISTORY_TABLE.split(".")
-    found = connection.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [schema, name]).fetchone()[0]
+    found = table_exists(connection, HISTORY_TABLE)
     if found:
         connection.execute(f"DROP TABLE {HISTORY_TABLE}")
         connection.execute(f"DROP TABLE IF EXISTS {LAST_SEEN_TABLE}")

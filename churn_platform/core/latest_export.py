@@ -17,7 +17,7 @@ from churn_platform.core.errors import InputError
 from churn_platform.core.landing_load import EXPORT_COLUMNS
 from churn_platform.core.source import STAGING_COLUMNS
 from churn_platform.core.tables import EXPORT_ROWS_TABLE, EXPORTS_TABLE
-from churn_platform.core.warehouse import SqlTable, quote_ident
+from churn_platform.core.warehouse import SqlTable, quote_ident, table_exists
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,10 @@ _LATEST = f"""
 """
 
 
-def _exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchone()[0] > 0
-
-
 def latest_export(connection: duckdb.DuckDBPyConnection) -> LatestExport | None:
     """The latest fully loaded export, or None when none is."""
-    if not (_exists(connection, EXPORT_ROWS_TABLE) and _exists(connection, EXPORTS_TABLE)):
+    if not (table_exists(connection, EXPORT_ROWS_TABLE)
+            and table_exists(connection, EXPORTS_TABLE)):
         return None
     row = connection.execute(_LATEST).fetchone()
     return None if row is None else LatestExport(*row)

@@ -26,6 +26,7 @@ from churn_platform.core.warehouse import (
     SqlTable,
     merge_history,
     quote_ident,
+    table_exists,
     transaction,
 )
 
@@ -79,18 +80,11 @@ def drop_leftovers(conn: duckdb.DuckDBPyConnection, run_key: str) -> list[str]:
     return dropped
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [schema, table],
-    ).fetchone()[0] > 0
-
-
 def reading(conn: duckdb.DuckDBPyConnection, qualified: str, run_key: str | None) -> str:
     """The table a run reads for `schema.table`: its own candidate if it wrote one, else the
     published table (a run that refreshes only part of the graph reads the rest published)."""
     schema, table = _split(qualified)
-    if run_key and _exists(conn, schema, candidate_name(table, run_key)):
+    if run_key and table_exists(conn, f"{schema}.{candidate_name(table, run_key)}"):
         return _qualified(schema, candidate_name(table, run_key))
     return _qualified(schema, table)
 
@@ -103,7 +97,7 @@ def history_reading(conn: duckdb.DuckDBPyConnection, qualified: str, key: str,
     published = _qualified(*_split(qualified))
     if table == published:
         return f"SELECT * FROM {published}"
-    if not _exists(conn, *_split(qualified)):
+    if not table_exists(conn, qualified):
         return f"SELECT * FROM {table}"
     k = quote_ident(key)
     return (f"SELECT * FROM {published} WHERE {k} NOT IN (SELECT {k} FROM {table})"
@@ -137,7 +131,7 @@ def publish(conn: duckdb.DuckDBPyConnection, tables: Sequence[tuple[str, str | N
         for qualified, history_key in tables:
             schema, table = _split(qualified)
             candidate = candidate_name(table, run_key)
-            if not _exists(conn, schema, candidate):
+            if not table_exists(conn, f"{schema}.{candidate}"):
                 continue
             if history_key:
                 merge_history(conn, _qualified(schema, table), SqlTable(
@@ -201,7 +195,7 @@ def verify_split(conn: duckdb.DuckDBPyConnection, published: list[str]) -> None:
     all three had them checked on the candidates (the blocking row_count_parity): their counts
     are compared again; a run that wrote only some of them is checked row by row here."""
     split = [name for name, _ in ELT_TABLES[:3]]
-    there = [name for name in split if _exists(conn, *_split(name))]
+    there = [name for name in split if table_exists(conn, name)]
     if not set(split) & set(published) or there == split[:1]:
         return  # the split untouched, or staging loaded alone into a warehouse without the rest
     if there != split:

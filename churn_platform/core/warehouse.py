@@ -105,6 +105,14 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def table_exists(connection: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Whether `schema.table` is a table (not a view) of this warehouse."""
+    schema, name = qualified.split(".")
+    return connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        " AND schema_name = ? AND table_name = ?", [schema, name]).fetchone()[0] > 0
+
+
 @dataclass(frozen=True)
 class SqlTable:
     """A table as SQL: what an asset returns to be written, and what a downstream asset receives.

@@ -16,6 +16,7 @@ from churn_platform.core.tables import (
     SCORE_SUMMARY_TABLE,
     SEGMENT_TABLE,
 )
+from churn_platform.core.warehouse import table_exists
 
 
 @dataclass(frozen=True)
@@ -87,19 +88,11 @@ HISTORY_TABLES = (
 )
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    return conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name],
-    ).fetchone()[0] > 0
-
-
 def missing_rows(conn: duckdb.DuckDBPyConnection, spec: HistoryTable,
                  known_run_ids: set[str], since: datetime) -> list[tuple]:
     """The rows of every snapshot since `since` (naive UTC) whose run id PostgreSQL does not
     hold, oldest first; older ones are past the retention and stay out."""
-    if not _exists(conn, spec.source_table):
+    if not table_exists(conn, spec.source_table):
         return []
     rows = conn.execute(
         f"SELECT {', '.join(spec.columns)} FROM ({spec.source_sql})"
@@ -134,7 +127,7 @@ WHOLE_TABLES = (
 def whole_rows(conn: duckdb.DuckDBPyConnection, spec: WholeTable) -> list[tuple] | None:
     """The table's rows; None when DuckDB has no such table (single-file mode): PostgreSQL's
     copy is then left as it is."""
-    if not _exists(conn, spec.source_table):
+    if not table_exists(conn, spec.source_table):
         return None
     return conn.execute(
         f"SELECT {', '.join(spec.columns)} FROM {spec.source_table} ORDER BY ALL"
