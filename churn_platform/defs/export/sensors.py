@@ -26,24 +26,32 @@ metrics_export_job = dg.define_asset_job(
 )
 
 
-@dg.asset_sensor(
-    asset_key=METRICS,
-    job=metrics_export_job,
-    name="metrics_export_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "Exports each new data-quality snapshot to PostgreSQL. Off while"
-        f" {settings.METRICS_DSN_ENV} is unset: each tick is skipped, and says so."
-    ),
-)
-def metrics_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    if settings.metrics_dsn() is None:
-        return dg.SkipReason(
-            f"{settings.METRICS_DSN_ENV} is not set: no metrics database to export to. Set it to a"
-            " libpq connection string; the next export then syncs every snapshot not yet exported."
-        )
-    return dg.RunRequest(
-        run_key=f"metrics-export-{asset_event.run_id}",
-        tags={SOURCE_RUN_TAG: asset_event.run_id},
+def export_after(asset_key: dg.AssetKey, name: str, what: str) -> dg.SensorDefinition:
+    """A sensor that starts metrics_export_job after each materialization of `asset_key`."""
+
+    @dg.asset_sensor(
+        asset_key=asset_key,
+        job=metrics_export_job,
+        name=name,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description=(f"Exports {what} to PostgreSQL. Off while {settings.METRICS_DSN_ENV} is"
+                     " unset: each tick is skipped, and says so."),
     )
+    def _sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+        if settings.metrics_dsn() is None:
+            return dg.SkipReason(
+                f"{settings.METRICS_DSN_ENV} is not set: no metrics database to export to. Set it"
+                " to a libpq connection string; the next export then syncs everything not yet"
+                " exported."
+            )
+        return dg.RunRequest(
+            run_key=f"metrics-export-{asset_event.run_id}",
+            tags={SOURCE_RUN_TAG: asset_event.run_id},
+        )
+
+    return _sensor
+
+
+metrics_export_sensor = export_after(METRICS, "metrics_export_sensor",
+                                     "each new data-quality snapshot")

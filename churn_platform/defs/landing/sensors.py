@@ -17,7 +17,7 @@ import dagster as dg
 
 from churn_platform.core import landing, settings
 from churn_platform.defs.elt.jobs import churn_elt_job
-from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_job
+from churn_platform.defs.export.sensors import export_after
 from churn_platform.defs.landing.assets import (
     EXPORT_ROWS,
     EXPORTS_PARTITIONS,
@@ -75,23 +75,9 @@ def landing_sensor(context: dg.SensorEvaluationContext):
     )
 
 
-@dg.asset_sensor(
-    asset_key=MONTHLY_CHURN,
-    job=metrics_export_job,
-    name="history_export_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=(
-        "Exports the retention and monthly churn tables to PostgreSQL after each loaded export"
-        f" (landing mode). Off while {settings.METRICS_DSN_ENV} is unset."
-    ),
-)
-def history_export_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    if settings.metrics_dsn() is None:
-        return dg.SkipReason(f"{settings.METRICS_DSN_ENV} is not set: no metrics database.")
-    # Keyed on the load's run (from the event: the cursor lags), like metrics_export_sensor.
-    return dg.RunRequest(run_key=f"metrics-export-{asset_event.run_id}",
-                         tags={SOURCE_RUN_TAG: asset_event.run_id})
+history_export_sensor = export_after(
+    MONTHLY_CHURN, "history_export_sensor",
+    "the retention and monthly churn tables after each loaded export (landing mode)")
 
 
 @dg.sensor(
