@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from dagster._core.storage.db_io_manager import TableSlice
 
-from churn_platform.core import publish
+from churn_platform.core import publish, settings
 from churn_platform.core.settings import PROJECT_ROOT, SAMPLE_CSV
 from churn_platform.core.source import staging_table
 from churn_platform.core.transform import analytics_sql, rejected_sql
@@ -81,6 +81,29 @@ def real_csv() -> Path:
 @pytest.fixture
 def warehouse(tmp_path) -> Path:
     return tmp_path / "warehouse.duckdb"
+
+
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance with storage (not DagsterInstance.ephemeral(): resolving a
+    partitioned run request needs an instance_ref)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+LANDING_KEY = "landing-load-test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def landing_folder(tmp_path, monkeypatch) -> Path:
+    """A landing folder as CHURN_LANDING_DIR, with the key landing mode needs; a customer missing
+    from one export counts as churned (CHURN_MISSING_EXPORTS_FOR_CHURN=1: short test histories)."""
+    path = tmp_path / "landing"
+    path.mkdir()
+    monkeypatch.setenv(settings.LANDING_DIR_ENV, str(path))
+    monkeypatch.setenv(settings.PSEUDONYMIZATION_KEY_ENV, LANDING_KEY)
+    monkeypatch.setenv(settings.MISSING_EXPORTS_ENV, "1")
+    return path
 
 
 def run_elt(csv: Path | str, database: Path | str, selection=None, raise_on_error=True):

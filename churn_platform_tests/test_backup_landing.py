@@ -24,9 +24,7 @@ from churn_platform_tests.test_landing_load import (
     MTM,
     drop,
     events,
-    folder,  # noqa: F401 (fixture)
     history,
-    instance,  # noqa: F401 (fixture)
     monthly,
     retention,
     row,
@@ -52,12 +50,12 @@ def every_table(database) -> dict[str, tuple]:
 
 
 def test_a_landing_warehouse_backs_up_and_restores_row_for_row(
-        folder, instance, warehouse, sample_csv, tmp_path, monkeypatch):
+        landing_folder, instance, warehouse, sample_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("CHURN_BACKUP_DIR", str(tmp_path / "backups"))
     location = platform_defs(warehouse, sample_csv)
     load = location.resolve_job_def("landing_export_job")
     for day in (D1, D2, D3):
-        drop(folder, day)
+        drop(landing_folder, day)
     cursor, runs = run_requested(instance, load)
     assert [r.success for r in runs] == [True, True, True]
     location.resolve_job_def("churn_elt_job").execute_in_process(instance=instance)
@@ -77,7 +75,7 @@ def test_a_landing_warehouse_backs_up_and_restores_row_for_row(
 
     # History goes on in the restored warehouse as in the original: a fourth export, loaded
     # into both, leaves the same history, events and cohort tables.
-    fourth = drop(folder, date(2026, 4, 21), [row("A", 8, MTM, "Yes"), row("C", 33, MTM, "No"),
+    fourth = drop(landing_folder, date(2026, 4, 21), [row("A", 8, MTM, "Yes"), row("C", 33, MTM, "No"),
                                               row("E", 6, MTM, "No")])
     _, [request] = run_requested_request(instance, cursor)
     for database in (warehouse, restored):

@@ -13,14 +13,13 @@ from churn_platform_tests.export_support import pg_rows
 from churn_platform_tests.location import platform_defs
 from churn_platform_tests.support import grafana
 from churn_platform_tests.test_grafana_queries import _panel_problems, _run
-from churn_platform_tests.test_landing_load import (  # noqa: F401 (fixtures)
+from churn_platform_tests.test_landing_load import (
     D1,
     D2,
     D3,
     MONTHLY,
     RETENTION,
     drop,
-    folder,
     run_requested,
 )
 
@@ -28,14 +27,14 @@ FEB = date(2026, 2, 1)
 
 
 @pytest.fixture
-def loaded(folder, warehouse, sample_csv):
+def loaded(landing_folder, warehouse, sample_csv):
     """Three exports loaded through the sensor and the job; the instance and definitions."""
     defs = platform_defs(warehouse, sample_csv)
     job = defs.resolve_job_def("landing_export_job")
     with dg.instance_for_test() as instance:
         cursor = None
         for day in (D1, D2, D3):
-            drop(folder, day)
+            drop(landing_folder, day)
             cursor, runs = run_requested(instance, job, cursor)
             assert [r.success for r in runs] == [True]
         yield instance, defs

@@ -21,11 +21,10 @@ import pytest
 
 from churn_platform.core import settings
 from churn_platform.core.pseudonymize import pseudonym
-from churn_platform_tests.conftest import HEADER, query
+from churn_platform_tests.conftest import HEADER, LANDING_KEY, query
 from churn_platform_tests.location import platform_defs
 from churn_platform_tests.test_landing_sensor import HOUR_AGO, tick
 
-KEY = "landing-load-test-key-0123456789abcdef"
 D1, D2, D3 = date(2026, 1, 20), date(2026, 2, 17), date(2026, 3, 24)
 MTM, ONE = "Month-to-Month", "One-Year"
 JAN, FEB, MAR = date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)
@@ -71,7 +70,7 @@ MONTHLY = [(FEB, "churn_flag", 1), (FEB, "missing", 1)]
 
 
 def letters() -> dict[str, str]:
-    return {pseudonym(f"C-{c}", KEY.encode()): c for c in "ABCDE"}
+    return {pseudonym(f"C-{c}", LANDING_KEY.encode()): c for c in "ABCDE"}
 
 
 def history(database):
@@ -110,29 +109,13 @@ def everything(database):
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    path = tmp_path / "landing"
-    path.mkdir()
-    monkeypatch.setenv(settings.LANDING_DIR_ENV, str(path))
-    monkeypatch.setenv(settings.PSEUDONYMIZATION_KEY_ENV, KEY)
-    monkeypatch.setenv(settings.MISSING_EXPORTS_ENV, "1")
-    return path
-
-
-@pytest.fixture
 def job(warehouse, sample_csv):
     return platform_defs(warehouse, sample_csv).resolve_job_def("landing_export_job")
 
 
-def drop(folder, day, lines=None, name=None, text=None, later=0):
+def drop(landing_folder, day, lines=None, name=None, text=None, later=0):
     """An export file, arrived an hour ago (plus `later` seconds)."""
-    path = folder / (name or f"crm_{day.isoformat()}.csv")
+    path = landing_folder / (name or f"crm_{day.isoformat()}.csv")
     path.write_text(text if text is not None else "\n".join([HEADER, *(lines or DAYS[day])]) + "\n")
     os.utime(path, (HOUR_AGO + later, HOUR_AGO + later))
     return path
@@ -153,11 +136,11 @@ def failure(result) -> str:
     return event.step_failure_data.user_failure_data.description
 
 
-def test_three_days_through_real_runs_match_hand_computed_history(folder, instance, job,
+def test_three_days_through_real_runs_match_hand_computed_history(landing_folder, instance, job,
                                                                    warehouse):
     cursor = None
     for day in (D1, D2, D3):
-        drop(folder, day)
+        drop(landing_folder, day)
         cursor, runs = run_requested(instance, job, cursor)
         assert [r.success for r in runs] == [True]
     assert history(warehouse) == HISTORY
@@ -180,15 +163,15 @@ def test_three_days_through_real_runs_match_hand_computed_history(folder, instan
 
 
 def test_redropping_or_rerunning_changes_nothing_and_a_changed_file_is_a_new_export(
-        folder, instance, job, warehouse):
+        landing_folder, instance, job, warehouse):
     cursor = None
     for day in (D1, D2, D3):
-        drop(folder, day)
+        drop(landing_folder, day)
         cursor, _ = run_requested(instance, job, cursor)
     before = everything(warehouse)
     # The same bytes under another name: no new partition, no run.
-    shutil.copy(folder / f"crm_{D2}.csv", folder / f"copy_of_crm_{D2}.csv")
-    os.utime(folder / f"copy_of_crm_{D2}.csv", (HOUR_AGO, HOUR_AGO))
+    shutil.copy(landing_folder / f"crm_{D2}.csv", landing_folder / f"copy_of_crm_{D2}.csv")
+    os.utime(landing_folder / f"copy_of_crm_{D2}.csv", (HOUR_AGO, HOUR_AGO))
     cursor, runs = run_requested(instance, job, cursor)
     assert runs == []
     # A partition run again (a re-execution): its rows replaced by the same rows, history as is.
@@ -197,7 +180,7 @@ def test_redropping_or_rerunning_changes_nothing_and_a_changed_file_is_a_new_exp
     assert everything(warehouse) == before
     # D2 changed under the same name (C's change reverted): a new export of D2, which supersedes
     # the first; history rebuilt in date order.
-    drop(folder, D2, [row("A", 6, MTM, "No"), row("B", 21, ONE, "Yes"), row("C", 31, MTM, "No")],
+    drop(landing_folder, D2, [row("A", 6, MTM, "No"), row("B", 21, ONE, "Yes"), row("C", 31, MTM, "No")],
          later=60)
     cursor, runs = run_requested(instance, job, cursor)
     assert [r.success for r in runs] == [True]
@@ -212,13 +195,13 @@ def test_redropping_or_rerunning_changes_nothing_and_a_changed_file_is_a_new_exp
     ]
 
 
-def test_a_late_file_lands_in_date_order(folder, instance, job, warehouse):
-    drop(folder, D1)
-    drop(folder, D3)
+def test_a_late_file_lands_in_date_order(landing_folder, instance, job, warehouse):
+    drop(landing_folder, D1)
+    drop(landing_folder, D3)
     cursor, runs = run_requested(instance, job)
     assert [r.success for r in runs] == [True, True]
     assert ("E", 1, D1, None, True, MTM, "No", 3, None) in history(warehouse)  # not yet missing
-    drop(folder, D2)
+    drop(landing_folder, D2)
     _, runs = run_requested(instance, job, cursor)
     assert [r.success for r in runs] == [True]
     assert history(warehouse) == HISTORY
@@ -227,9 +210,9 @@ def test_a_late_file_lands_in_date_order(folder, instance, job, warehouse):
     assert monthly(warehouse) == MONTHLY
 
 
-def test_random_mode_refuses_before_anything_is_written(folder, instance, job, warehouse,
+def test_random_mode_refuses_before_anything_is_written(landing_folder, instance, job, warehouse,
                                                         monkeypatch):
-    drop(folder, D1)
+    drop(landing_folder, D1)
     tick(instance)  # registered while a key was set
     monkeypatch.delenv(settings.PSEUDONYMIZATION_KEY_ENV)
     [key] = instance.get_dynamic_partitions("churn_exports")
@@ -249,10 +232,10 @@ def test_random_mode_refuses_before_anything_is_written(folder, instance, job, w
      "columns named like those the landing load adds: Export_ID"),
 ], ids=["foreign-schema", "corrupt", "reserved-column"])
 def test_a_bad_export_fails_its_partition_only_and_loads_once_fixed(
-        bad, words, folder, instance, job, warehouse):
-    drop(folder, D1)
-    bad_file = drop(folder, D2, text=bad)
-    drop(folder, D3)
+        bad, words, landing_folder, instance, job, warehouse):
+    drop(landing_folder, D1)
+    bad_file = drop(landing_folder, D2, text=bad)
+    drop(landing_folder, D3)
     cursor, runs = run_requested(instance, job)
     assert [r.success for r in runs] == [True, False, True]
     message = failure(runs[1])
@@ -263,7 +246,7 @@ def test_a_bad_export_fails_its_partition_only_and_loads_once_fixed(
                             " ORDER BY 1") == [(D1,), (D3,)]
     # Not retried: one attempt.
     assert sum(e.event_type_value == "STEP_FAILURE" for e in runs[1].all_events) == 1
-    drop(folder, D2, later=60)  # fixed, dropped again: a new partition by content, placed by date
+    drop(landing_folder, D2, later=60)  # fixed, dropped again: a new partition by content, placed by date
     _, runs = run_requested(instance, job, cursor)
     assert [r.success for r in runs] == [True]
     assert history(warehouse) == HISTORY
@@ -298,10 +281,10 @@ with dg.instance_for_test() as instance:
 
 
 @pytest.mark.parametrize("point", ["rows", "history", "cohorts"])
-def test_a_run_killed_anywhere_resumes_on_the_next_run(point, folder, instance, job, warehouse):
-    drop(folder, D1)
+def test_a_run_killed_anywhere_resumes_on_the_next_run(point, landing_folder, instance, job, warehouse):
+    drop(landing_folder, D1)
     cursor, _ = run_requested(instance, job)
-    drop(folder, D2)
+    drop(landing_folder, D2)
     result = tick(instance, cursor)
     [request] = result.run_requests
     child = subprocess.Popen(
@@ -324,7 +307,7 @@ def test_a_run_killed_anywhere_resumes_on_the_next_run(point, folder, instance, 
     assert applied == ([(D1,), (D2,)] if point == "cohorts" else [(D1,)])
     # The next run of the partition completes: no period lost or doubled.
     assert job.execute_in_process(partition_key=request.partition_key, instance=instance).success
-    drop(folder, D3)
+    drop(landing_folder, D3)
     _, runs = run_requested(instance, job, result.cursor)
     assert [r.success for r in runs] == [True]
     assert history(warehouse) == HISTORY

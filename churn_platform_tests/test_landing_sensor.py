@@ -14,24 +14,8 @@ from churn_platform_tests.location import defs
 HOUR_AGO = time.time() - 3600
 
 
-@pytest.fixture
-def instance():
-    # Not DagsterInstance.ephemeral(): resolving a partitioned run request needs an instance_ref.
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    path = tmp_path / "landing"
-    path.mkdir()
-    monkeypatch.setenv(settings.LANDING_DIR_ENV, str(path))
-    monkeypatch.setenv(settings.PSEUDONYMIZATION_KEY_ENV, "sensor-test-key-0123456789abcdef")
-    return path
-
-
-def drop(folder, name, text):
-    path = folder / name
+def drop(landing_folder, name, text):
+    path = landing_folder / name
     path.write_text(text)
     os.utime(path, (HOUR_AGO, HOUR_AGO))
     return path
@@ -54,8 +38,8 @@ def test_single_file_mode_skips_with_a_reason(instance, monkeypatch):
     assert "CHURN_LANDING_DIR is not set" in result.skip_message
 
 
-def test_landing_mode_refuses_to_start_without_a_key(instance, folder, monkeypatch):
-    drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
+def test_landing_mode_refuses_to_start_without_a_key(instance, landing_folder, monkeypatch):
+    drop(landing_folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
     monkeypatch.delenv(settings.PSEUDONYMIZATION_KEY_ENV)
     with pytest.raises(Exception, match="CHURN_PSEUDONYMIZATION_KEY") as error:
         tick(instance)
@@ -63,11 +47,11 @@ def test_landing_mode_refuses_to_start_without_a_key(instance, folder, monkeypat
     assert instance.get_dynamic_partitions(EXPORTS_PARTITIONS.name) == []
 
 
-def test_new_exports_become_partitions_in_date_order_once(instance, folder):
-    drop(folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\n")
-    drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
-    drop(folder, "notes.txt", "not an export")
-    drop(folder, "forged\nINFO - all good.csv", "")
+def test_new_exports_become_partitions_in_date_order_once(instance, landing_folder):
+    drop(landing_folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\n")
+    drop(landing_folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
+    drop(landing_folder, "notes.txt", "not an export")
+    drop(landing_folder, "forged\nINFO - all good.csv", "")
     first = tick(instance)
     keys = [r.partition_key for r in first.run_requests]
     assert [k.split("__")[0] for k in keys] == ["2026-11-27", "2026-11-28"]
@@ -76,7 +60,7 @@ def test_new_exports_become_partitions_in_date_order_once(instance, folder):
     assert instance.get_dynamic_partitions(EXPORTS_PARTITIONS.name) == keys
 
     # Nothing new: the same bytes again, under another name, are no new partition.
-    drop(folder, "crm_2026-11-27 (1).csv", "CustomerID,Churn\nC1,No\n")
+    drop(landing_folder, "crm_2026-11-27 (1).csv", "CustomerID,Churn\nC1,No\n")
     again = tick(instance, first.cursor)
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
     assert "'notes.txt': refused, not a .csv file" in again.skip_message
@@ -85,7 +69,7 @@ def test_new_exports_become_partitions_in_date_order_once(instance, folder):
     assert "\n" not in again.skip_message
 
     # Changed bytes under an old name: a new export; the old partition stays.
-    drop(folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\nC2,No\n")
+    drop(landing_folder, "crm_2026-11-28.csv", "CustomerID,Churn\nC1,Yes\nC2,No\n")
     changed = tick(instance, again.cursor)
     [request] = changed.run_requests
     assert request.partition_key.startswith("2026-11-28__") and request.partition_key not in keys
@@ -93,10 +77,10 @@ def test_new_exports_become_partitions_in_date_order_once(instance, folder):
                                                                          request.partition_key]
 
 
-def test_the_export_file_asset_finds_its_file_by_content(instance, folder):
-    drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
+def test_the_export_file_asset_finds_its_file_by_content(instance, landing_folder):
+    drop(landing_folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
     [request] = tick(instance).run_requests
-    os.rename(folder / "crm_2026-11-27.csv", folder / "renamed_2026-11-27.csv")
+    os.rename(landing_folder / "crm_2026-11-27.csv", landing_folder / "renamed_2026-11-27.csv")
     result = dg.materialize([landing_export_file], instance=instance,
                             partition_key=request.partition_key)
     [materialization] = result.asset_materializations_for_node("landing__export_file")
@@ -105,7 +89,7 @@ def test_the_export_file_asset_finds_its_file_by_content(instance, folder):
     assert request.partition_key.endswith(materialization.metadata["sha256"].value[:12])
 
     # Its content changed since: the partition fails, saying so; it is not silently re-read.
-    drop(folder, "renamed_2026-11-27.csv", "CustomerID,Churn\nC1,Yes\n")
+    drop(landing_folder, "renamed_2026-11-27.csv", "CustomerID,Churn\nC1,Yes\n")
     failed = dg.materialize([landing_export_file], instance=instance,
                             partition_key=request.partition_key, raise_on_error=False)
     assert not failed.success
@@ -119,10 +103,10 @@ def test_the_code_location_runs_the_sensor_by_default():
     assert sensor.job_name == "landing_export_job"
 
 
-def test_the_cursor_spares_rereading_unchanged_files(instance, folder, monkeypatch):
+def test_the_cursor_spares_rereading_unchanged_files(instance, landing_folder, monkeypatch):
     from churn_platform.core import landing
 
-    drop(folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
+    drop(landing_folder, "crm_2026-11-27.csv", "CustomerID,Churn\nC1,No\n")
     first = tick(instance)
     reads = []
     real_read = landing._read_hash

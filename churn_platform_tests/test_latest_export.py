@@ -19,8 +19,6 @@ from churn_platform_tests.test_landing_load import (
     HEADER,
     MTM,
     drop,
-    folder,  # noqa: F401 (fixture)
-    instance,  # noqa: F401 (fixture)
     row,
     run_requested,
 )
@@ -71,10 +69,10 @@ def run_elt(instance, elt, tags=None):
     return result
 
 
-def test_three_exports_out_of_order_analytics_holds_the_latest_dated(folder, instance, jobs,
+def test_three_exports_out_of_order_analytics_holds_the_latest_dated(landing_folder, instance, jobs,
                                                                       warehouse):
     load, elt = jobs
-    third = drop(folder, D3)  # the newest export arrives first
+    third = drop(landing_folder, D3)  # the newest export arrives first
     cursor, runs = run_requested(instance, load)
     assert [r.success for r in runs] == [True]
     result, runs = follow(instance, elt, None)
@@ -86,7 +84,7 @@ def test_three_exports_out_of_order_analytics_holds_the_latest_dated(folder, ins
 
     # Two older exports arrive late: each loads into history, neither starts the ELT.
     for day in (D1, D2):
-        drop(folder, day, later=60)
+        drop(landing_folder, day, later=60)
         cursor, runs = run_requested(instance, load, cursor)
         assert [r.success for r in runs] == [True]
         result, runs = follow(instance, elt, result.cursor)
@@ -108,20 +106,20 @@ def test_three_exports_out_of_order_analytics_holds_the_latest_dated(folder, ins
 
 
 def test_a_newer_export_replaces_analytics_and_a_corrupt_one_keeps_the_last_good(
-        folder, instance, jobs, warehouse):
+        landing_folder, instance, jobs, warehouse):
     load, elt = jobs
-    first = drop(folder, D1)
+    first = drop(landing_folder, D1)
     cursor, _ = run_requested(instance, load)
     result, runs = follow(instance, elt, None)
     assert len(runs) == 1 and staged(warehouse) == expected(first, D1)
-    second = drop(folder, D2, later=60)
+    second = drop(landing_folder, D2, later=60)
     cursor, _ = run_requested(instance, load, cursor)
     result, runs = follow(instance, elt, result.cursor)
     assert len(runs) == 1 and staged(warehouse) == expected(second, D2)
     before = analytics_rows(warehouse)
 
     # The newest export is corrupt: its partition fails, nothing follows, nothing is lost.
-    drop(folder, D3, text=HEADER + "\n" + row("A", 7, MTM, "No") + '\nC-B,40,"Female,22\n',
+    drop(landing_folder, D3, text=HEADER + "\n" + row("A", 7, MTM, "No") + '\nC-B,40,"Female,22\n',
          later=120)
     cursor, runs = run_requested(instance, load, cursor)
     assert [r.success for r in runs] == [False]
@@ -132,14 +130,14 @@ def test_a_newer_export_replaces_analytics_and_a_corrupt_one_keeps_the_last_good
     assert analytics_rows(warehouse) == before
 
 
-def test_the_elt_in_landing_mode_before_any_load_fails_saying_so(folder, jobs, warehouse,
+def test_the_elt_in_landing_mode_before_any_load_fails_saying_so(landing_folder, jobs, warehouse,
                                                                   instance):
     _, elt = jobs
     result = elt.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = event.step_failure_data.user_failure_data.description
-    assert "no export of the landing folder" in message and str(folder) in message
+    assert "no export of the landing folder" in message and str(landing_folder) in message
     assert query(warehouse, "SELECT count(*) FROM information_schema.tables"
                             " WHERE table_schema IN ('staging', 'analytics')")[0][0] == 0
 
@@ -150,11 +148,11 @@ def hourly_tick(instance):
 
 
 def test_the_hourly_schedule_waits_in_landing_mode_until_an_export_is_loaded(
-        folder, instance, jobs, monkeypatch):
+        landing_folder, instance, jobs, monkeypatch):
     load, _ = jobs
     waiting = hourly_tick(instance)
     assert waiting.run_requests == [] and "no export of" in waiting.skip_message
-    drop(folder, D1)
+    drop(landing_folder, D1)
     run_requested(instance, load)
     assert len(hourly_tick(instance).run_requests) == 1
     # Single-file mode: every hour, as before.

@@ -1,18 +1,11 @@
 """The asset sensor: one export per new metrics snapshot, none on re-evaluation, a skip without DSN."""
 
 import dagster as dg
-import pytest
 
 from churn_platform.core import settings
 from churn_platform.defs.elt.assets import ELT_ASSETS
 from churn_platform.defs.export.sensors import SOURCE_RUN_TAG, metrics_export_sensor
 from churn_platform.defs.resources import build_resources
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def _snapshot(instance, database, csv) -> str:
