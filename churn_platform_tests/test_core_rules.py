@@ -4,6 +4,7 @@ written to kill the mutants that survived mutation testing (docs/mutation-testin
 import dataclasses
 import hashlib
 import hmac
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -976,3 +977,237 @@ def test_the_load_timestamp_is_utc_whatever_the_machines_time_zone(tmp_path, mon
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# --- backup manifests: every rule that makes a folder a backup, on both sides ------------------
+
+from churn_platform.core import backup_manifest as bm  # noqa: E402
+
+SHA0 = "0" * 64
+
+
+def table_entry(**edits) -> dict:
+    entry = {"schema": "analytics", "name": "t", "columns": [{"name": "x", "type": "INTEGER"}],
+             "row_count": 0, "file": "table-001.parquet", "size_bytes": 0, "sha256": SHA0}
+    return {**entry, **edits}
+
+
+def document(*tables: dict, **edits) -> dict:
+    return {"format": bm.FORMAT, "version": bm.VERSION, "created_at": "2026-06-01",
+            "tables": list(tables) or [table_entry()], **edits}
+
+
+@pytest.mark.parametrize("data_type", ["INTEGER", "TIMESTAMP WITH TIME ZONE", "DECIMAL(1,0)",
+                                       "DECIMAL(18,3)", "DECIMAL(5,5)", "DECIMAL(38,38)"])
+def test_a_whitelisted_type_or_a_decimal_of_1_to_38_digits_may_be_restored(data_type):
+    assert bm.check_type(data_type) is None
+
+
+@pytest.mark.parametrize("data_type", ["integer", "VARCHAR[]", "INTEGER; DROP TABLE t",
+                                       "DECIMAL(0,0)", "DECIMAL(39,0)", "DECIMAL(5,6)",
+                                       "DECIMAL(38,39)", "DECIMAL(5,0) "])
+def test_any_other_type_is_refused_by_name(data_type):
+    assert bm.check_type(data_type) == f"type {data_type!r} is not one a backup may hold"
+
+
+@pytest.mark.parametrize("name", ["x", "a" * 1024, 'with "quotes" and blanks', "é"])
+def test_a_column_name_is_any_text_of_1_to_1024_characters_without_nul(name):
+    assert bm.check_column_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "a" * 1025, "a\x00b", 5, None])
+def test_an_empty_long_nul_holding_or_non_text_column_name_is_refused(name):
+    assert bm.check_column_name(name) == (
+        f"column name {name!r} is not 1 to 1024 characters without NUL")
+
+
+@pytest.mark.parametrize("name", ["a", "_x", "churn_2", "a" * 63, "main"])
+def test_a_schema_or_table_name_is_lower_case_letters_digits_and_underscores(name):
+    assert bm.check_table_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["A", "1a", "a" * 64, "a-b", "a.b", "", "temp", "system",
+                                  "information_schema", "pg_catalog", 5])
+def test_other_or_reserved_schema_and_table_names_are_refused(name):
+    assert bm.check_table_name(name) == (
+        f"name {name!r} is not lower-case letters, digits and underscores, nor reserved")
+
+
+def test_a_manifest_within_every_rule_lists_its_tables():
+    second = table_entry(name="u", columns=[{"name": "a", "type": "VARCHAR"},
+                                            {"name": "b", "type": "DECIMAL(18,3)"}],
+                         row_count=7, file="table-002.parquet", size_bytes=9, sha256="a" * 64)
+    assert bm.parse_manifest(document(table_entry(), second)) == [
+        bm.Table("analytics", "t", (("x", "INTEGER"),), 0, "table-001.parquet", 0, SHA0),
+        bm.Table("analytics", "u", (("a", "VARCHAR"), ("b", "DECIMAL(18,3)")), 7,
+                 "table-002.parquet", 9, "a" * 64),
+    ]
+
+
+FIELDS_ERROR = ("the manifest does not have exactly the fields"
+                " ['created_at', 'format', 'tables', 'version']")
+MALFORMED = "the manifest's created_at or tables is malformed"
+NOT_OURS = "the manifest is not churn_platform-backup version 1"
+
+
+@pytest.mark.parametrize("manifest, why", [
+    ([], FIELDS_ERROR),
+    ({**document(), "extra": 1}, FIELDS_ERROR),
+    ({k: v for k, v in document().items() if k != "created_at"}, FIELDS_ERROR),
+    (document(format="other"), NOT_OURS),
+    (document(version=2), NOT_OURS),
+    (document(created_at=5), MALFORMED),
+    (document(tables={}), MALFORMED),
+    (document(table_entry(), table_entry(file="table-002.parquet")), "two tables share a name"),
+    (document(table_entry(), table_entry(name="u")), "two tables share a file"),
+])
+def test_a_manifest_breaking_one_rule_is_refused_saying_which(manifest, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(manifest)
+    assert str(raised.value) == why
+
+
+KEYS = "['columns', 'file', 'name', 'row_count', 'schema', 'sha256', 'size_bytes']"
+NAME_RULE = "is not lower-case letters, digits and underscores, nor reserved"
+
+
+def second(**edits) -> dict:
+    """The manifest's second table, `analytics.u`: an error names the table by its place."""
+    return table_entry(**{"name": "u", "file": "table-002.parquet", **edits})
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("a table", f"table 2 of the manifest does not have exactly the fields {KEYS}"),
+    ({**second(), "extra": 1}, f"table 2 of the manifest does not have exactly the fields {KEYS}"),
+    (second(schema="A"), f"table 2 of the manifest: schema name 'A' {NAME_RULE}"),
+    (second(name="temp"), f"table 2 of the manifest: name name 'temp' {NAME_RULE}"),
+    (second(columns=[]), "analytics.u: no column list"),
+    (second(columns="x"), "analytics.u: no column list"),
+    (second(columns=[{"name": "x"}]), "analytics.u: a column is not {name, type}"),
+    (second(columns=[{"name": "x", "type": "INTEGER", "z": 1}]),
+     "analytics.u: a column is not {name, type}"),
+    (second(columns=["x"]), "analytics.u: a column is not {name, type}"),
+    (second(columns=[{"name": "", "type": "INTEGER"}]),
+     "analytics.u: column name '' is not 1 to 1024 characters without NUL"),
+    (second(columns=[{"name": "x", "type": "JSON"}]),
+     "analytics.u: type 'JSON' is not one a backup may hold"),
+    (second(columns=[{"name": "x", "type": 5}]), "analytics.u: type 5 is not text"),
+    (second(columns=[{"name": "x", "type": "INTEGER"}, {"name": "X", "type": "VARCHAR"}]),
+     "analytics.u: two columns share a name"),
+    (second(row_count=-1), "analytics.u: row_count is not a count"),
+    (second(size_bytes=-1), "analytics.u: size_bytes is not a count"),
+    (second(row_count="1"), "analytics.u: row_count is not a count"),
+    (second(row_count=True), "analytics.u: row_count is not a count"),
+    (second(row_count=1.0), "analytics.u: row_count is not a count"),
+    (second(file="../table-002.parquet"),
+     "analytics.u: file name '../table-002.parquet' is not table-NNN.parquet"),
+    (second(file="table-2.parquet"),
+     "analytics.u: file name 'table-2.parquet' is not table-NNN.parquet"),
+    (second(file=2), "analytics.u: file name 2 is not table-NNN.parquet"),
+    (second(sha256="A" * 64), "analytics.u: sha256 is not 64 lower-case hex digits"),
+    (second(sha256="a" * 63), "analytics.u: sha256 is not 64 lower-case hex digits"),
+    (second(sha256=5), "analytics.u: sha256 is not 64 lower-case hex digits"),
+])
+def test_a_table_entry_breaking_one_rule_is_refused_naming_the_table(entry, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(document(table_entry(), entry))
+    assert str(raised.value) == why
+
+
+def written(folder: Path, content: bytes = b"rows") -> Path:
+    """A folder as the platform writes one: a table file and its manifest (checked but not
+    parsed as Parquet: verification is by size and SHA-256)."""
+    folder.mkdir()
+    (folder / "table-001.parquet").write_bytes(content)
+    size, sha256 = bm.file_digest(folder / "table-001.parquet")
+    table = bm.Table("analytics", "t", (("x", "INTEGER"),), 1, "table-001.parquet", size, sha256)
+    bm.write_manifest(folder, "2026-06-01T00:00:00+00:00", [table])
+    return folder
+
+
+def refused_because(folder: Path) -> str:
+    with pytest.raises(bm.BackupRefused) as raised:
+        bm.verify_backup(folder)
+    assert str(raised.value) == f"{folder}: refused: {raised.value.why}"
+    return raised.value.why
+
+
+def test_a_folder_holding_its_manifest_and_the_files_it_lists_verifies(tmp_path):
+    folder = written(tmp_path / "b")
+    assert bm.verify_backup(folder) == [bm.Table("analytics", "t", (("x", "INTEGER"),), 1,
+                                                 "table-001.parquet", 4,
+                                                 hashlib.sha256(b"rows").hexdigest())]
+    assert oct((folder / bm.MANIFEST).stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_missing_folder_a_file_or_a_link_to_a_backup_is_not_a_backup(tmp_path):
+    folder = written(tmp_path / "b")
+    assert refused_because(tmp_path / "none") == "does not exist"
+    (tmp_path / "link").symlink_to(folder)
+    assert refused_because(tmp_path / "link") == "not a folder (a symbolic link is not followed)"
+    (tmp_path / "file").write_text("x")
+    assert refused_because(tmp_path / "file") == "not a folder (a symbolic link is not followed)"
+
+
+def test_a_manifest_missing_linked_or_not_a_file_is_refused(tmp_path):
+    assert refused_because(written(tmp_path / "b").parent / "none") == "does not exist"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert refused_because(empty) == ("no manifest.json: not a backup the platform wrote"
+                                      " (or not a complete one)")
+    linked = written(tmp_path / "linked")
+    (linked / bm.MANIFEST).rename(tmp_path / "elsewhere.json")
+    (linked / bm.MANIFEST).symlink_to(tmp_path / "elsewhere.json")
+    assert refused_because(linked) == ("manifest.json cannot be opened as a regular file"
+                                       " (Too many levels of symbolic links)")
+    (empty / bm.MANIFEST).mkdir()
+    assert refused_because(empty) == "manifest.json is not a regular file"
+
+
+def padded(folder: Path, size: int, created_at: str = "2026-06-01") -> None:
+    """A valid manifest of exactly `size` bytes (JSON allows trailing blanks)."""
+    empty = table_entry(sha256=hashlib.sha256(b"").hexdigest())
+    text = json.dumps(document(empty, created_at=created_at)).encode()
+    (folder / bm.MANIFEST).write_bytes(text + b" " * (size - len(text)))
+
+
+def test_a_manifest_of_exactly_1_mib_is_read_and_one_byte_more_is_refused(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "table-001.parquet").write_bytes(b"")
+    padded(folder, bm.MAX_MANIFEST_BYTES)
+    assert [t.label for t in bm.verify_backup(folder)] == ["analytics.t"]
+    padded(folder, bm.MAX_MANIFEST_BYTES + 1)
+    assert refused_because(folder) == "manifest.json is larger than 1048576 bytes"
+    padded(folder, bm.MAX_MANIFEST_BYTES + 1, created_at="é")  # bytes are counted, not characters
+    assert refused_because(folder) == "manifest.json is larger than 1048576 bytes"
+
+
+def test_a_manifest_that_is_not_json_is_refused_saying_why(tmp_path):
+    folder = written(tmp_path / "b")
+    (folder / bm.MANIFEST).write_text("{")
+    assert refused_because(folder) == "manifest.json is not valid JSON (JSONDecodeError)"
+    (folder / bm.MANIFEST).write_text("[" * 100_000)
+    assert refused_because(folder) == "manifest.json is not valid JSON (RecursionError)"
+
+
+def test_a_stray_entry_a_missing_linked_or_changed_file_is_refused_naming_it(tmp_path):
+    folder = written(tmp_path / "b")
+    (folder / "stray").write_text("x")
+    assert refused_because(folder) == "unexpected entries ['stray'] beside the manifest"
+    (folder / "stray").unlink()
+    (folder / "table-001.parquet").write_bytes(b"ROWS")  # same size, other content
+    assert refused_because(folder) == (
+        "table-001.parquet (analytics.t) does not match its SHA-256 in the manifest: changed or"
+        " damaged since the backup was taken")
+    (folder / "table-001.parquet").write_bytes(b"rows!")  # other size
+    assert "does not match its SHA-256" in refused_because(folder)
+    (folder / "table-001.parquet").unlink()
+    assert refused_because(folder) == "table-001.parquet (analytics.t) is missing"
+    (tmp_path / "rows").write_bytes(b"rows")
+    (folder / "table-001.parquet").symlink_to(tmp_path / "rows")
+    assert refused_because(folder) == ("table-001.parquet cannot be opened as a regular file"
+                                       " (Too many levels of symbolic links)")
+    (folder / "table-001.parquet").unlink()
+    (folder / "table-001.parquet").mkdir()
+    assert refused_because(folder) == "table-001.parquet is not a regular file"
