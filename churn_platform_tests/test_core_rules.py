@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1211,3 +1212,134 @@ def test_a_stray_entry_a_missing_linked_or_changed_file_is_refused_naming_it(tmp
     (folder / "table-001.parquet").unlink()
     (folder / "table-001.parquet").mkdir()
     assert refused_because(folder) == "table-001.parquet is not a regular file"
+
+
+# --- backups: what is listed, pruned and restored, and why the rest is refused -----------------
+
+NAME_RULE_OF_BACKUPS = "the name is not warehouse-<YYYYmmddTHHMMSSffffff>Z"
+
+
+def test_a_survey_lists_verified_backups_oldest_first_and_says_why_the_rest_is_left(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2))
+    (tmp_path / "other").mkdir()
+    (tmp_path / backups.backup_name(NOW)).mkdir()
+    found = backups.survey(tmp_path)
+    assert [NOW - backups.taken_at(b) for b in found.backups] == [timedelta(hours=2),
+                                                                   timedelta(hours=1)]
+    assert found.ignored == {
+        backups.backup_name(NOW): ("no manifest.json: not a backup the platform wrote"
+                                   " (or not a complete one)"),
+        "other": NAME_RULE_OF_BACKUPS,
+    }
+    with pytest.raises(ValueError, match=r"^the name is not warehouse-<YYYYmmddTHHMMSSffffff>Z$"):
+        backups.taken_at(tmp_path / "warehouse-2026")
+
+
+def test_pruning_reports_what_it_removed_kept_and_left_alone(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    (tmp_path / "other").mkdir()
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=2, max_age=timedelta(days=9), now=NOW)
+    assert (pruned.removed, pruned.kept) == ([oldest], [middle, newest])
+    assert pruned.ignored == {"other": NAME_RULE_OF_BACKUPS}
+
+
+def test_the_backup_just_taken_stays_even_when_its_stamp_is_the_oldest(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=2, max_age=timedelta(days=9), now=NOW,
+                                   taken=oldest)
+    assert (pruned.removed, pruned.kept) == ([middle], [oldest, newest])
+
+
+def test_a_taken_backup_that_is_not_listed_changes_nothing(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2))
+    older, newer = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=1, max_age=timedelta(days=9), now=NOW,
+                                   taken=tmp_path / "elsewhere")
+    assert (pruned.removed, pruned.kept) == ([older], [newer])
+
+
+def test_the_list_command_says_on_stderr_why_a_folder_is_not_a_backup(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(tmp_path))
+    (tmp_path / "other").mkdir()
+    assert backups.main(["list"]) == 0
+    assert capsys.readouterr() == ("", f"not a verified backup, ignored: other:"
+                                       f" {NAME_RULE_OF_BACKUPS}\n")
+
+
+def test_restore_refuses_a_link_a_wal_or_a_missing_folder_as_target(tmp_path):
+    def why(target: Path) -> str:
+        with pytest.raises(backups.BackupRefused) as raised:
+            backups.restore_backup(tmp_path / "any", target)
+        assert str(raised.value) == f"{target}: refused: {raised.value.why}"
+        return raised.value.why
+    (tmp_path / "link.duckdb").symlink_to(tmp_path / "nowhere")
+    assert why(tmp_path / "link.duckdb") == ("the target a symbolic link: restore into a new"
+                                             " file, then point CHURN_DUCKDB_PATH at it")
+    (tmp_path / "w.duckdb.wal").write_bytes(b"")
+    assert why(tmp_path / "w.duckdb") == f"{tmp_path / 'w.duckdb'}.wal exists and would be" \
+                                         " replayed into it"
+    assert why(tmp_path / "no" / "w.duckdb") == f"the folder {tmp_path / 'no'} does not exist"
+
+
+def taken_backup(root: Path, sql: str) -> Path:
+    with duckdb.connect() as conn:
+        conn.execute(sql)
+        return backups.take_backup(conn, root, NOW)
+
+
+def with_manifest(backup: Path, **edits) -> None:
+    """The backup's manifest written again with its table changed: as if forged consistently."""
+    [table] = bm.verify_backup(backup)
+    (backup / bm.MANIFEST).unlink()
+    bm.write_manifest(backup, NOW.isoformat(), [dataclasses.replace(table, **edits)])
+
+
+def test_restore_loads_every_column_of_a_table_in_its_place(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS a, 'x' AS b, 2.5 AS c")
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as conn:
+        assert conn.execute("SELECT * FROM t").fetchall() == [(1, "x", 2.5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "r.duckdb"]  # nothing else left
+
+
+def refused_restore(backup: Path, target: Path) -> str:
+    with pytest.raises(backups.BackupRefused) as raised:
+        backups.restore_backup(backup, target)
+    assert str(raised.value) == f"{backup}: refused: {raised.value.why}"
+    assert not os.path.lexists(target) and sorted(os.listdir(target.parent)) == ["b"]
+    return raised.value.why
+
+
+def test_a_row_count_other_than_the_manifests_is_refused_and_leaves_nothing(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    with_manifest(taken, row_count=2)
+    assert refused_restore(taken, tmp_path / "r.duckdb") == "main.t has 1 rows, the manifest says 2"
+
+
+def test_a_file_that_does_not_load_as_its_declared_types_is_refused_naming_it(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 'abc' AS x")
+    with_manifest(taken, columns=(("x", "INTEGER"),))
+    why = refused_restore(taken, tmp_path / "r.duckdb")
+    assert why.startswith("table-001.parquet (main.t) does not load: Conversion Error: ")
+    assert "'abc'" in why
+
+
+def test_a_backup_path_with_a_pattern_character_is_refused_before_anything_is_read(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    pattern = taken.rename(tmp_path / "b" / "x[1]")
+    assert refused_restore(pattern, tmp_path / "r.duckdb") == (
+        "its path holds a pattern character (* ? [ ] { }), which DuckDB would expand: move or"
+        " rename the folder")
+
+
+def test_restore_opens_the_new_file_with_the_platforms_duckdb_settings(tmp_path, monkeypatch):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(PlatformError, match="'memory_limit': 'lots'"):
+        backups.restore_backup(taken, tmp_path / "r.duckdb")
+    assert not os.path.lexists(tmp_path / "r.duckdb")
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "200MB")
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
