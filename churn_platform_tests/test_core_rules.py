@@ -1343,3 +1343,49 @@ def test_restore_opens_the_new_file_with_the_platforms_duckdb_settings(tmp_path,
     assert not os.path.lexists(tmp_path / "r.duckdb")
     monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "200MB")
     backups.restore_backup(taken, tmp_path / "r.duckdb")
+
+
+def test_a_backups_parquet_keeps_each_columns_type_and_128_bit_integers_as_exact_text(tmp_path):
+    huge = 2 ** 100 + 1  # a DOUBLE could not hold it
+    taken = taken_backup(tmp_path / "b", f"CREATE TABLE t AS SELECT 1 AS n, {huge}::HUGEINT AS h")
+    with duckdb.connect() as conn:
+        parquet = str(taken / "table-001.parquet")
+        assert [(c, t) for c, t, *_ in conn.execute(f"DESCRIBE FROM '{parquet}'").fetchall()] == [
+            ("n", "INTEGER"), ("h", "VARCHAR")]
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as conn:
+        assert conn.execute("SELECT n, h FROM t").fetchall() == [(1, huge)]
+
+
+def test_tables_are_numbered_from_001_and_every_file_is_owner_only(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x; CREATE TABLE u AS"
+                                         " SELECT 2 AS y")
+    assert sorted(os.listdir(taken)) == [bm.MANIFEST, "table-001.parquet", "table-002.parquet"]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in [taken, *taken.iterdir()]} == {
+        taken.name: "0o700", bm.MANIFEST: "0o600", "table-001.parquet": "0o600",
+        "table-002.parquet": "0o600"}
+    with pytest.raises(PlatformError) as raised:
+        taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    assert str(raised.value) == f"{taken} exists already: not overwritten"
+
+
+@pytest.mark.parametrize("sql, why", [
+    ("CREATE TABLE t (x INTEGER[])", "PlatformError: cannot back up main.t: type 'INTEGER[]' is"
+                                     " not one a backup may hold"),
+    # DuckDB tells the two names apart; restore would not (it compares them casefolded).
+    ('CREATE TABLE t ("ss" INTEGER, "ß" INTEGER)',
+     "PlatformError: cannot back up into {partial}: main.t: two columns share a name"),
+    ("CREATE TABLE t (x INTEGER); BEGIN",
+     "PlatformError: backup into {partial}: TransactionContext Error: cannot start a transaction"
+     " within a transaction"),
+])
+def test_a_backup_restore_would_refuse_is_not_written_and_leaves_no_partial(tmp_path, sql, why):
+    partial = tmp_path / f".partial-{backups.backup_name(NOW)}"
+    with duckdb.connect() as conn:
+        conn.execute(sql)
+        with pytest.raises(Exception) as raised:
+            backups.take_backup(conn, tmp_path, NOW)
+        assert f"{type(raised.value).__name__}: {raised.value}" == why.format(partial=partial)
+        assert os.listdir(tmp_path) == []
+        if not sql.endswith("BEGIN"):  # the backup's own transaction was rolled back
+            conn.execute("CREATE TABLE after_it (x INTEGER)")
