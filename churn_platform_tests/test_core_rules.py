@@ -1389,3 +1389,13 @@ def test_a_backup_restore_would_refuse_is_not_written_and_leaves_no_partial(tmp_
         assert os.listdir(tmp_path) == []
         if not sql.endswith("BEGIN"):  # the backup's own transaction was rolled back
             conn.execute("CREATE TABLE after_it (x INTEGER)")
+
+
+def test_only_an_out_of_memory_error_names_the_memory_setting_and_its_value(monkeypatch):
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "300MB")
+    error = duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate")
+    assert wh.clean_duckdb_error(error) == (
+        "Out of Memory Error: failed to allocate (DuckDB's memory limit is"
+        " CHURN_DUCKDB_MEMORY_LIMIT, now 300MB: raise it)")
+    other = duckdb.InvalidInputException("Invalid Input Error: failed to allocate")
+    assert wh.clean_duckdb_error(other) == "Invalid Input Error: failed to allocate"
