@@ -1126,6 +1126,19 @@ def written(folder: Path, content: bytes = b"rows") -> Path:
     return folder
 
 
+def test_a_manifest_is_never_written_over_an_existing_one_nor_through_a_link(tmp_path):
+    folder = written(tmp_path / "b")
+    before = (folder / bm.MANIFEST).read_bytes()
+    with pytest.raises(FileExistsError):
+        bm.write_manifest(folder, "2026-06-02T00:00:00+00:00", [])
+    assert (folder / bm.MANIFEST).read_bytes() == before
+    (folder / bm.MANIFEST).unlink()
+    (folder / bm.MANIFEST).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(FileExistsError):
+        bm.write_manifest(folder, "2026-06-02T00:00:00+00:00", [])
+    assert not (tmp_path / "elsewhere.json").exists()
+
+
 def refused_because(folder: Path) -> str:
     with pytest.raises(bm.BackupRefused) as raised:
         bm.verify_backup(folder)
@@ -1168,7 +1181,7 @@ def test_a_manifest_missing_linked_or_not_a_file_is_refused(tmp_path):
 def padded(folder: Path, size: int, created_at: str = "2026-06-01") -> None:
     """A valid manifest of exactly `size` bytes (JSON allows trailing blanks)."""
     empty = table_entry(sha256=hashlib.sha256(b"").hexdigest())
-    text = json.dumps(document(empty, created_at=created_at)).encode()
+    text = json.dumps(document(empty, created_at=created_at), ensure_ascii=False).encode()
     (folder / bm.MANIFEST).write_bytes(text + b" " * (size - len(text)))
 
 
@@ -1250,6 +1263,14 @@ def test_the_backup_just_taken_stays_even_when_its_stamp_is_the_oldest(tmp_path)
     pruned = backups.prune_backups(tmp_path, keep=2, max_age=timedelta(days=9), now=NOW,
                                    taken=oldest)
     assert (pruned.removed, pruned.kept) == ([middle], [oldest, newest])
+
+
+def test_with_keep_1_only_the_backup_just_taken_stays(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=1, max_age=timedelta(days=9), now=NOW,
+                                   taken=oldest)
+    assert (pruned.removed, pruned.kept) == ([newest, middle], [oldest])
 
 
 def test_a_taken_backup_that_is_not_listed_changes_nothing(tmp_path):
