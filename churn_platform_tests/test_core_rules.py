@@ -1420,3 +1420,71 @@ def test_only_an_out_of_memory_error_names_the_memory_setting_and_its_value(monk
         " CHURN_DUCKDB_MEMORY_LIMIT, now 300MB: raise it)")
     other = duckdb.InvalidInputException("Invalid Input Error: failed to allocate")
     assert wh.clean_duckdb_error(other) == "Invalid Input Error: failed to allocate"
+
+
+# --- hostile mapping files: aliases, nesting and size are bounded, each on both sides ----------
+
+from churn_platform.core.files import absolute  # noqa: E402
+from churn_platform.core.mapping import MAPPING_MAX_BYTES, MappingError  # noqa: E402
+from churn_platform.core.source import file_sha256  # noqa: E402
+
+MINIMAL = "fields:\n  customer_id: id\n  churn: c"
+
+
+def mapping_problem(path: Path) -> str:
+    """The one problem that made the mapping unusable."""
+    with pytest.raises(MappingError) as raised:
+        read_mapping(path)
+    head = f"source mapping {path}: 1 problem(s), nothing was loaded:\n- "
+    assert str(raised.value).startswith(head), raised.value
+    return str(raised.value).removeprefix(head)
+
+
+def nested(levels: int) -> str:
+    """`x:` at depth 2 holding lists to `levels` in all, a scalar before each inner list (so a
+    depth that is not restored after each node shows)."""
+    return f"{MINIMAL}\nx: " + "[a, " * (levels - 2) + "a" + "]" * (levels - 2) + "\n"
+
+
+def test_a_mapping_nested_20_levels_is_read_and_21_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(nested(20))
+    assert read_mapping(path)[1] == ["x: unknown section (expected csv and fields)"]
+    path.write_text(nested(21))
+    assert mapping_problem(path) == "nested deeper than 20 levels (line 4)"
+
+
+def test_a_yaml_alias_is_refused_naming_it_and_its_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"{MINIMAL}\nx: &big [a]\n\ny: *big\n")
+    assert mapping_problem(path) == ("YAML aliases (*big) are not accepted in a source mapping"
+                                     " (line 6): write the value out")
+
+
+def test_a_mapping_of_exactly_1_mib_is_read_to_its_last_byte_and_one_byte_more_is_refused(
+        tmp_path):
+    path = tmp_path / "m.yaml"
+    filler = MAPPING_MAX_BYTES - len(MINIMAL) - 3
+    path.write_text("# " + "x" * filler + "\n" + MINIMAL)  # ends in `c`, no newline
+    assert path.stat().st_size == MAPPING_MAX_BYTES
+    mapping, problems = read_mapping(path)
+    assert problems == [] and mapping.field("churn").source_column == "c"
+    path.write_text("# " + "x" * (filler + 1) + "\n" + MINIMAL)
+    assert mapping_problem(path) == "is larger than 1 MiB; a source mapping is a few KiB"
+
+
+def test_a_symlink_loop_is_named_as_written(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert absolute(tmp_path / "loop") == tmp_path / "loop"
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert absolute(tmp_path / "link") == tmp_path / "real"
+
+
+def test_a_source_whose_digest_cannot_be_read_is_named_with_the_system_error(tmp_path):
+    with pytest.raises(SourceFileError) as raised:
+        file_sha256(tmp_path / "none.csv")
+    assert str(raised.value) == (
+        f"{tmp_path / 'none.csv'}: cannot be read (No such file or directory)")
+    (tmp_path / "in.csv").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "in.csv") == hashlib.sha256(b"abc").hexdigest()
