@@ -1488,3 +1488,70 @@ def test_a_source_whose_digest_cannot_be_read_is_named_with_the_system_error(tmp
         f"{tmp_path / 'none.csv'}: cannot be read (No such file or directory)")
     (tmp_path / "in.csv").write_bytes(b"abc")
     assert file_sha256(tmp_path / "in.csv") == hashlib.sha256(b"abc").hexdigest()
+
+
+# --- connect: the wait for a lock, read-only opening, modes of new and existing files ----------
+
+def held(path: Path):
+    """Another process holding `path`'s lock until its stdin closes."""
+    import subprocess
+    import sys
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r});"
+         " print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_an_explicit_wait_overrides_the_lock_timeout_setting(tmp_path, monkeypatch):
+    import time
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    monkeypatch.setenv("CHURN_DUCKDB_LOCK_TIMEOUT", "60")
+    holder = held(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(wh.WarehouseLockedError):
+            wh.connect(str(path), timeout_s=0)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_connect_gets_a_lock_released_before_its_timeout(tmp_path):
+    import threading
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = held(path)
+    releaser = threading.Timer(0.5, holder.stdin.close)  # the holder exits at end of input
+    releaser.start()
+    try:
+        wh.connect(str(path), timeout_s=30).close()
+    finally:
+        releaser.cancel()
+        holder.kill()
+        holder.wait()
+
+
+def test_connect_read_only_refuses_writes_and_read_write_allows_them(tmp_path):
+    path = tmp_path / "w.duckdb"
+    wh.connect(str(path)).close()
+    with wh.connect(str(path), read_only=True) as conn:
+        with pytest.raises(duckdb.InvalidInputException, match="read-only"):
+            conn.execute("CREATE TABLE t (x INTEGER)")
+    with wh.connect(str(path), read_only=False) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+
+
+def test_a_warehouse_created_by_connect_is_owner_only_and_an_existing_ones_mode_is_left(
+        tmp_path):
+    created = tmp_path / "new.duckdb"
+    wh.connect(str(created)).close()
+    assert oct(created.stat().st_mode & 0o777) == "0o600"
+    existing = tmp_path / "old.duckdb"
+    duckdb.connect(str(existing)).close()
+    existing.chmod(0o640)
+    wh.connect(str(existing)).close()
+    assert oct(existing.stat().st_mode & 0o777) == "0o640"
