@@ -1555,3 +1555,23 @@ def test_a_warehouse_created_by_connect_is_owner_only_and_an_existing_ones_mode_
     existing.chmod(0o640)
     wh.connect(str(existing)).close()
     assert oct(existing.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_fifo_mapping_is_refused_at_once_and_a_link_loop_with_the_system_error(tmp_path):
+    """Opening a FIFO without O_NONBLOCK would wait for a writer for ever (and the run with it)."""
+    import threading
+    fifo = tmp_path / "m.yaml"
+    os.mkfifo(fifo)
+    problems = []
+    reader = threading.Thread(target=lambda: problems.append(mapping_problem(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    blocked = reader.is_alive()
+    if blocked:  # waiting in open() for a writer: let it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert not blocked
+    assert problems == ["is not a regular file (a directory, FIFO or device cannot be read)"]
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    assert mapping_problem(loop) == "cannot be read (Too many levels of symbolic links)"
