@@ -1575,3 +1575,28 @@ def test_a_fifo_mapping_is_refused_at_once_and_a_link_loop_with_the_system_error
     loop = tmp_path / "loop.yaml"
     loop.symlink_to(loop)
     assert mapping_problem(loop) == "cannot be read (Too many levels of symbolic links)"
+
+
+def test_staging_names_absent_fields_and_unmapped_columns_or_says_none(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER},Extra,More\n{','.join(ROW)},x,y\n")
+    defaults = staging_table(path).metadata
+    assert (defaults["absent_fields"], defaults["columns_kept_in_staging_only"]) == (
+        "none", "Extra, More")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  customer_id: CustomerID\n  churn: Churn\n")
+    narrow = staging_table(path, mapping).metadata
+    absent = [f.name for f in FIELDS if f.name not in ("customer_id", "churn")]
+    assert narrow["absent_fields"] == ", ".join(absent) and len(absent) > 1
+    assert narrow["columns_kept_in_staging_only"] == ("Age, Gender, Tenure, MonthlyCharges,"
+                                                      " ContractType, InternetService,"
+                                                      " TotalCharges, TechSupport, Extra, More")
+    exact = write_csv(tmp_path / "exact.csv", f"{HEADER}\n{','.join(ROW)}\n")
+    assert staging_table(exact).metadata["columns_kept_in_staging_only"] == "none"
+
+
+def test_a_missing_or_shapeless_mapping_is_refused_saying_what_to_do(tmp_path):
+    assert mapping_problem(tmp_path / "none.yaml") == (
+        "file not found (set CHURN_SOURCE_MAPPING to a mapping file)")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    assert mapping_problem(tmp_path / "list.yaml") == (
+        "expected a YAML mapping with a `fields:` section")
