@@ -1600,3 +1600,45 @@ def test_a_missing_or_shapeless_mapping_is_refused_saying_what_to_do(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n")
     assert mapping_problem(tmp_path / "list.yaml") == (
         "expected a YAML mapping with a `fields:` section")
+
+
+# --- hostile headers: each limit at the bound and one past it ----------------------------------
+
+HEADER_MAX = 1 << 20
+
+
+def header_problem(path: Path, dialect: Dialect = Dialect()) -> str:
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path, dialect)
+    assert str(raised.value) == f"{path}: {raised.value.problem}"
+    return raised.value.problem
+
+
+def test_a_header_line_of_1_mib_is_read_whole_and_one_byte_more_is_refused_by_number(tmp_path):
+    path = tmp_path / "in.csv"
+    fields = ["x" * 1023] * 1023 + ["y" * 1024]  # 1 MiB to its last byte, no line break
+    assert len(",".join(fields)) == HEADER_MAX
+    path.write_bytes(("skip\n" + ",".join(fields)).encode())
+    assert read_header(path, Dialect(header_row=2)) == fields
+    path.write_bytes(("skip\n" + ",".join(fields) + "y\n").encode())
+    assert header_problem(path, Dialect(header_row=2)) == (
+        "line 2 is longer than 1 MiB without a line break: not a CSV header this can read")
+
+
+def test_a_header_field_over_the_csv_limit_is_refused_naming_the_limit(tmp_path):
+    import csv
+    path = tmp_path / "in.csv"
+    limit = csv.field_size_limit()
+    path.write_text(f"a,{'b' * limit}\n")
+    assert read_header(path) == ["a", "b" * limit]
+    path.write_text(f"a,{'b' * (limit + 1)}\n")
+    assert header_problem(path) == (
+        f"line 1, the header, has a field longer than {limit:,} characters")
+
+
+def test_a_utf8_bom_under_latin_1_is_refused_and_under_utf_8_skipped(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\n")
+    assert header_problem(path, Dialect(encoding="latin-1")) == (
+        "starts with a UTF-8 byte-order mark: the file is UTF-8, but the source mapping says"
+        " csv.encoding: latin-1 (set utf-8)")
