@@ -4,6 +4,8 @@ written to kill the mutants that survived mutation testing (docs/mutation-testin
 import dataclasses
 import hashlib
 import hmac
+import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -976,3 +978,667 @@ def test_the_load_timestamp_is_utc_whatever_the_machines_time_zone(tmp_path, mon
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# --- backup manifests: every rule that makes a folder a backup, on both sides ------------------
+
+from churn_platform.core import backup_manifest as bm  # noqa: E402
+
+SHA0 = "0" * 64
+
+
+def table_entry(**edits) -> dict:
+    entry = {"schema": "analytics", "name": "t", "columns": [{"name": "x", "type": "INTEGER"}],
+             "row_count": 0, "file": "table-001.parquet", "size_bytes": 0, "sha256": SHA0}
+    return {**entry, **edits}
+
+
+def document(*tables: dict, **edits) -> dict:
+    return {"format": bm.FORMAT, "version": bm.VERSION, "created_at": "2026-06-01",
+            "tables": list(tables) or [table_entry()], **edits}
+
+
+@pytest.mark.parametrize("data_type", ["INTEGER", "TIMESTAMP WITH TIME ZONE", "DECIMAL(1,0)",
+                                       "DECIMAL(18,3)", "DECIMAL(5,5)", "DECIMAL(38,38)"])
+def test_a_whitelisted_type_or_a_decimal_of_1_to_38_digits_may_be_restored(data_type):
+    assert bm.check_type(data_type) is None
+
+
+@pytest.mark.parametrize("data_type", ["integer", "VARCHAR[]", "INTEGER; DROP TABLE t",
+                                       "DECIMAL(0,0)", "DECIMAL(39,0)", "DECIMAL(5,6)",
+                                       "DECIMAL(38,39)", "DECIMAL(5,0) "])
+def test_any_other_type_is_refused_by_name(data_type):
+    assert bm.check_type(data_type) == f"type {data_type!r} is not one a backup may hold"
+
+
+@pytest.mark.parametrize("name", ["x", "a" * 1024, 'with "quotes" and blanks', "é"])
+def test_a_column_name_is_any_text_of_1_to_1024_characters_without_nul(name):
+    assert bm.check_column_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "a" * 1025, "a\x00b", 5, None])
+def test_an_empty_long_nul_holding_or_non_text_column_name_is_refused(name):
+    assert bm.check_column_name(name) == (
+        f"column name {name!r} is not 1 to 1024 characters without NUL")
+
+
+@pytest.mark.parametrize("name", ["a", "_x", "churn_2", "a" * 63, "main"])
+def test_a_schema_or_table_name_is_lower_case_letters_digits_and_underscores(name):
+    assert bm.check_table_name(name) is None
+
+
+@pytest.mark.parametrize("name", ["A", "1a", "a" * 64, "a-b", "a.b", "", "temp", "system",
+                                  "information_schema", "pg_catalog", 5])
+def test_other_or_reserved_schema_and_table_names_are_refused(name):
+    assert bm.check_table_name(name) == (
+        f"name {name!r} is not lower-case letters, digits and underscores, nor reserved")
+
+
+def test_a_manifest_within_every_rule_lists_its_tables():
+    second = table_entry(name="u", columns=[{"name": "a", "type": "VARCHAR"},
+                                            {"name": "b", "type": "DECIMAL(18,3)"}],
+                         row_count=7, file="table-002.parquet", size_bytes=9, sha256="a" * 64)
+    assert bm.parse_manifest(document(table_entry(), second)) == [
+        bm.Table("analytics", "t", (("x", "INTEGER"),), 0, "table-001.parquet", 0, SHA0),
+        bm.Table("analytics", "u", (("a", "VARCHAR"), ("b", "DECIMAL(18,3)")), 7,
+                 "table-002.parquet", 9, "a" * 64),
+    ]
+
+
+FIELDS_ERROR = ("the manifest does not have exactly the fields"
+                " ['created_at', 'format', 'tables', 'version']")
+MALFORMED = "the manifest's created_at or tables is malformed"
+NOT_OURS = "the manifest is not churn_platform-backup version 1"
+
+
+@pytest.mark.parametrize("manifest, why", [
+    ([], FIELDS_ERROR),
+    ({**document(), "extra": 1}, FIELDS_ERROR),
+    ({k: v for k, v in document().items() if k != "created_at"}, FIELDS_ERROR),
+    (document(format="other"), NOT_OURS),
+    (document(version=2), NOT_OURS),
+    (document(created_at=5), MALFORMED),
+    (document(tables={}), MALFORMED),
+    (document(table_entry(), table_entry(file="table-002.parquet")), "two tables share a name"),
+    (document(table_entry(), table_entry(name="u")), "two tables share a file"),
+])
+def test_a_manifest_breaking_one_rule_is_refused_saying_which(manifest, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(manifest)
+    assert str(raised.value) == why
+
+
+KEYS = "['columns', 'file', 'name', 'row_count', 'schema', 'sha256', 'size_bytes']"
+NAME_RULE = "is not lower-case letters, digits and underscores, nor reserved"
+
+
+def second(**edits) -> dict:
+    """The manifest's second table, `analytics.u`: an error names the table by its place."""
+    return table_entry(**{"name": "u", "file": "table-002.parquet", **edits})
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("a table", f"table 2 of the manifest does not have exactly the fields {KEYS}"),
+    ({**second(), "extra": 1}, f"table 2 of the manifest does not have exactly the fields {KEYS}"),
+    (second(schema="A"), f"table 2 of the manifest: schema name 'A' {NAME_RULE}"),
+    (second(name="temp"), f"table 2 of the manifest: name name 'temp' {NAME_RULE}"),
+    (second(columns=[]), "analytics.u: no column list"),
+    (second(columns="x"), "analytics.u: no column list"),
+    (second(columns=[{"name": "x"}]), "analytics.u: a column is not {name, type}"),
+    (second(columns=[{"name": "x", "type": "INTEGER", "z": 1}]),
+     "analytics.u: a column is not {name, type}"),
+    (second(columns=["x"]), "analytics.u: a column is not {name, type}"),
+    (second(columns=[{"name": "", "type": "INTEGER"}]),
+     "analytics.u: column name '' is not 1 to 1024 characters without NUL"),
+    (second(columns=[{"name": "x", "type": "JSON"}]),
+     "analytics.u: type 'JSON' is not one a backup may hold"),
+    (second(columns=[{"name": "x", "type": 5}]), "analytics.u: type 5 is not text"),
+    (second(columns=[{"name": "x", "type": "INTEGER"}, {"name": "X", "type": "VARCHAR"}]),
+     "analytics.u: two columns share a name"),
+    (second(row_count=-1), "analytics.u: row_count is not a count"),
+    (second(size_bytes=-1), "analytics.u: size_bytes is not a count"),
+    (second(row_count="1"), "analytics.u: row_count is not a count"),
+    (second(row_count=True), "analytics.u: row_count is not a count"),
+    (second(row_count=1.0), "analytics.u: row_count is not a count"),
+    (second(file="../table-002.parquet"),
+     "analytics.u: file name '../table-002.parquet' is not table-NNN.parquet"),
+    (second(file="table-2.parquet"),
+     "analytics.u: file name 'table-2.parquet' is not table-NNN.parquet"),
+    (second(file=2), "analytics.u: file name 2 is not table-NNN.parquet"),
+    (second(sha256="A" * 64), "analytics.u: sha256 is not 64 lower-case hex digits"),
+    (second(sha256="a" * 63), "analytics.u: sha256 is not 64 lower-case hex digits"),
+    (second(sha256=5), "analytics.u: sha256 is not 64 lower-case hex digits"),
+])
+def test_a_table_entry_breaking_one_rule_is_refused_naming_the_table(entry, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(document(table_entry(), entry))
+    assert str(raised.value) == why
+
+
+def written(folder: Path, content: bytes = b"rows") -> Path:
+    """A folder as the platform writes one: a table file and its manifest (checked but not
+    parsed as Parquet: verification is by size and SHA-256)."""
+    folder.mkdir()
+    (folder / "table-001.parquet").write_bytes(content)
+    size, sha256 = bm.file_digest(folder / "table-001.parquet")
+    table = bm.Table("analytics", "t", (("x", "INTEGER"),), 1, "table-001.parquet", size, sha256)
+    bm.write_manifest(folder, "2026-06-01T00:00:00+00:00", [table])
+    return folder
+
+
+def test_a_manifest_is_never_written_over_an_existing_one_nor_through_a_link(tmp_path):
+    folder = written(tmp_path / "b")
+    before = (folder / bm.MANIFEST).read_bytes()
+    with pytest.raises(FileExistsError):
+        bm.write_manifest(folder, "2026-06-02T00:00:00+00:00", [])
+    assert (folder / bm.MANIFEST).read_bytes() == before
+    (folder / bm.MANIFEST).unlink()
+    (folder / bm.MANIFEST).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(FileExistsError):
+        bm.write_manifest(folder, "2026-06-02T00:00:00+00:00", [])
+    assert not (tmp_path / "elsewhere.json").exists()
+
+
+def refused_because(folder: Path) -> str:
+    with pytest.raises(bm.BackupRefused) as raised:
+        bm.verify_backup(folder)
+    assert str(raised.value) == f"{folder}: refused: {raised.value.why}"
+    return raised.value.why
+
+
+def test_a_folder_holding_its_manifest_and_the_files_it_lists_verifies(tmp_path):
+    folder = written(tmp_path / "b")
+    assert bm.verify_backup(folder) == [bm.Table("analytics", "t", (("x", "INTEGER"),), 1,
+                                                 "table-001.parquet", 4,
+                                                 hashlib.sha256(b"rows").hexdigest())]
+    assert oct((folder / bm.MANIFEST).stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_missing_folder_a_file_or_a_link_to_a_backup_is_not_a_backup(tmp_path):
+    folder = written(tmp_path / "b")
+    assert refused_because(tmp_path / "none") == "does not exist"
+    (tmp_path / "link").symlink_to(folder)
+    assert refused_because(tmp_path / "link") == "not a folder (a symbolic link is not followed)"
+    (tmp_path / "file").write_text("x")
+    assert refused_because(tmp_path / "file") == "not a folder (a symbolic link is not followed)"
+
+
+def test_a_manifest_missing_linked_or_not_a_file_is_refused(tmp_path):
+    assert refused_because(written(tmp_path / "b").parent / "none") == "does not exist"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert refused_because(empty) == ("no manifest.json: not a backup the platform wrote"
+                                      " (or not a complete one)")
+    linked = written(tmp_path / "linked")
+    (linked / bm.MANIFEST).rename(tmp_path / "elsewhere.json")
+    (linked / bm.MANIFEST).symlink_to(tmp_path / "elsewhere.json")
+    assert refused_because(linked) == ("manifest.json cannot be opened as a regular file"
+                                       " (Too many levels of symbolic links)")
+    (empty / bm.MANIFEST).mkdir()
+    assert refused_because(empty) == "manifest.json is not a regular file"
+
+
+def padded(folder: Path, size: int, created_at: str = "2026-06-01") -> None:
+    """A valid manifest of exactly `size` bytes (JSON allows trailing blanks)."""
+    empty = table_entry(sha256=hashlib.sha256(b"").hexdigest())
+    text = json.dumps(document(empty, created_at=created_at), ensure_ascii=False).encode()
+    (folder / bm.MANIFEST).write_bytes(text + b" " * (size - len(text)))
+
+
+def test_a_manifest_of_exactly_1_mib_is_read_and_one_byte_more_is_refused(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "table-001.parquet").write_bytes(b"")
+    padded(folder, bm.MAX_MANIFEST_BYTES)
+    assert [t.label for t in bm.verify_backup(folder)] == ["analytics.t"]
+    padded(folder, bm.MAX_MANIFEST_BYTES + 1)
+    assert refused_because(folder) == "manifest.json is larger than 1048576 bytes"
+    padded(folder, bm.MAX_MANIFEST_BYTES + 1, created_at="é")  # bytes are counted, not characters
+    assert refused_because(folder) == "manifest.json is larger than 1048576 bytes"
+
+
+def test_a_manifest_that_is_not_json_is_refused_saying_why(tmp_path):
+    folder = written(tmp_path / "b")
+    (folder / bm.MANIFEST).write_text("{")
+    assert refused_because(folder) == "manifest.json is not valid JSON (JSONDecodeError)"
+    (folder / bm.MANIFEST).write_text("[" * 100_000)
+    assert refused_because(folder) == "manifest.json is not valid JSON (RecursionError)"
+
+
+def test_a_stray_entry_a_missing_linked_or_changed_file_is_refused_naming_it(tmp_path):
+    folder = written(tmp_path / "b")
+    (folder / "stray").write_text("x")
+    assert refused_because(folder) == "unexpected entries ['stray'] beside the manifest"
+    (folder / "stray").unlink()
+    (folder / "table-001.parquet").write_bytes(b"ROWS")  # same size, other content
+    assert refused_because(folder) == (
+        "table-001.parquet (analytics.t) does not match its SHA-256 in the manifest: changed or"
+        " damaged since the backup was taken")
+    (folder / "table-001.parquet").write_bytes(b"rows!")  # other size
+    assert "does not match its SHA-256" in refused_because(folder)
+    (folder / "table-001.parquet").unlink()
+    assert refused_because(folder) == "table-001.parquet (analytics.t) is missing"
+    (tmp_path / "rows").write_bytes(b"rows")
+    (folder / "table-001.parquet").symlink_to(tmp_path / "rows")
+    assert refused_because(folder) == ("table-001.parquet cannot be opened as a regular file"
+                                       " (Too many levels of symbolic links)")
+    (folder / "table-001.parquet").unlink()
+    (folder / "table-001.parquet").mkdir()
+    assert refused_because(folder) == "table-001.parquet is not a regular file"
+
+
+# --- backups: what is listed, pruned and restored, and why the rest is refused -----------------
+
+NAME_RULE_OF_BACKUPS = "the name is not warehouse-<YYYYmmddTHHMMSSffffff>Z"
+
+
+def test_a_survey_lists_verified_backups_oldest_first_and_says_why_the_rest_is_left(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2))
+    (tmp_path / "other").mkdir()
+    (tmp_path / backups.backup_name(NOW)).mkdir()
+    found = backups.survey(tmp_path)
+    assert [NOW - backups.taken_at(b) for b in found.backups] == [timedelta(hours=2),
+                                                                   timedelta(hours=1)]
+    assert found.ignored == {
+        backups.backup_name(NOW): ("no manifest.json: not a backup the platform wrote"
+                                   " (or not a complete one)"),
+        "other": NAME_RULE_OF_BACKUPS,
+    }
+    with pytest.raises(ValueError, match=r"^the name is not warehouse-<YYYYmmddTHHMMSSffffff>Z$"):
+        backups.taken_at(tmp_path / "warehouse-2026")
+
+
+def test_pruning_reports_what_it_removed_kept_and_left_alone(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    (tmp_path / "other").mkdir()
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=2, max_age=timedelta(days=9), now=NOW)
+    assert (pruned.removed, pruned.kept) == ([oldest], [middle, newest])
+    assert pruned.ignored == {"other": NAME_RULE_OF_BACKUPS}
+
+
+def test_the_backup_just_taken_stays_even_when_its_stamp_is_the_oldest(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=2, max_age=timedelta(days=9), now=NOW,
+                                   taken=oldest)
+    assert (pruned.removed, pruned.kept) == ([middle], [oldest, newest])
+
+
+def test_with_keep_1_only_the_backup_just_taken_stays(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2), timedelta(hours=3))
+    oldest, middle, newest = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=1, max_age=timedelta(days=9), now=NOW,
+                                   taken=oldest)
+    assert (pruned.removed, pruned.kept) == ([newest, middle], [oldest])
+
+
+def test_a_taken_backup_that_is_not_listed_changes_nothing(tmp_path):
+    backups_aged(tmp_path, timedelta(hours=1), timedelta(hours=2))
+    older, newer = backups.list_backups(tmp_path)
+    pruned = backups.prune_backups(tmp_path, keep=1, max_age=timedelta(days=9), now=NOW,
+                                   taken=tmp_path / "elsewhere")
+    assert (pruned.removed, pruned.kept) == ([older], [newer])
+
+
+def test_the_list_command_says_on_stderr_why_a_folder_is_not_a_backup(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setenv("CHURN_BACKUP_DIR", str(tmp_path))
+    (tmp_path / "other").mkdir()
+    assert backups.main(["list"]) == 0
+    assert capsys.readouterr() == ("", f"not a verified backup, ignored: other:"
+                                       f" {NAME_RULE_OF_BACKUPS}\n")
+
+
+def test_restore_refuses_a_link_a_wal_or_a_missing_folder_as_target(tmp_path):
+    def why(target: Path) -> str:
+        with pytest.raises(backups.BackupRefused) as raised:
+            backups.restore_backup(tmp_path / "any", target)
+        assert str(raised.value) == f"{target}: refused: {raised.value.why}"
+        return raised.value.why
+    (tmp_path / "link.duckdb").symlink_to(tmp_path / "nowhere")
+    assert why(tmp_path / "link.duckdb") == ("the target a symbolic link: restore into a new"
+                                             " file, then point CHURN_DUCKDB_PATH at it")
+    (tmp_path / "w.duckdb.wal").write_bytes(b"")
+    assert why(tmp_path / "w.duckdb") == f"{tmp_path / 'w.duckdb'}.wal exists and would be" \
+                                         " replayed into it"
+    assert why(tmp_path / "no" / "w.duckdb") == f"the folder {tmp_path / 'no'} does not exist"
+
+
+def taken_backup(root: Path, sql: str) -> Path:
+    with duckdb.connect() as conn:
+        conn.execute(sql)
+        return backups.take_backup(conn, root, NOW)
+
+
+def with_manifest(backup: Path, **edits) -> None:
+    """The backup's manifest written again with its table changed: as if forged consistently."""
+    [table] = bm.verify_backup(backup)
+    (backup / bm.MANIFEST).unlink()
+    bm.write_manifest(backup, NOW.isoformat(), [dataclasses.replace(table, **edits)])
+
+
+def test_restore_loads_every_column_of_a_table_in_its_place(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS a, 'x' AS b, 2.5 AS c")
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as conn:
+        assert conn.execute("SELECT * FROM t").fetchall() == [(1, "x", 2.5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "r.duckdb"]  # nothing else left
+
+
+def refused_restore(backup: Path, target: Path) -> str:
+    with pytest.raises(backups.BackupRefused) as raised:
+        backups.restore_backup(backup, target)
+    assert str(raised.value) == f"{backup}: refused: {raised.value.why}"
+    assert not os.path.lexists(target) and sorted(os.listdir(target.parent)) == ["b"]
+    return raised.value.why
+
+
+def test_a_row_count_other_than_the_manifests_is_refused_and_leaves_nothing(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    with_manifest(taken, row_count=2)
+    assert refused_restore(taken, tmp_path / "r.duckdb") == "main.t has 1 rows, the manifest says 2"
+
+
+def test_a_file_that_does_not_load_as_its_declared_types_is_refused_naming_it(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 'abc' AS x")
+    with_manifest(taken, columns=(("x", "INTEGER"),))
+    why = refused_restore(taken, tmp_path / "r.duckdb")
+    assert why.startswith("table-001.parquet (main.t) does not load: Conversion Error: ")
+    assert "'abc'" in why
+
+
+def test_a_backup_path_with_a_pattern_character_is_refused_before_anything_is_read(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    pattern = taken.rename(tmp_path / "b" / "x[1]")
+    assert refused_restore(pattern, tmp_path / "r.duckdb") == (
+        "its path holds a pattern character (* ? [ ] { }), which DuckDB would expand: move or"
+        " rename the folder")
+
+
+def test_restore_opens_the_new_file_with_the_platforms_duckdb_settings(tmp_path, monkeypatch):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(PlatformError, match="'memory_limit': 'lots'"):
+        backups.restore_backup(taken, tmp_path / "r.duckdb")
+    assert not os.path.lexists(tmp_path / "r.duckdb")
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "200MB")
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
+
+
+def test_a_backups_parquet_keeps_each_columns_type_and_128_bit_integers_as_exact_text(tmp_path):
+    huge = 2 ** 100 + 1  # a DOUBLE could not hold it
+    taken = taken_backup(tmp_path / "b", f"CREATE TABLE t AS SELECT 1 AS n, {huge}::HUGEINT AS h")
+    with duckdb.connect() as conn:
+        parquet = str(taken / "table-001.parquet")
+        assert [(c, t) for c, t, *_ in conn.execute(f"DESCRIBE FROM '{parquet}'").fetchall()] == [
+            ("n", "INTEGER"), ("h", "VARCHAR")]
+    backups.restore_backup(taken, tmp_path / "r.duckdb")
+    with duckdb.connect(str(tmp_path / "r.duckdb")) as conn:
+        assert conn.execute("SELECT n, h FROM t").fetchall() == [(1, huge)]
+
+
+def test_tables_are_numbered_from_001_and_every_file_is_owner_only(tmp_path):
+    taken = taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x; CREATE TABLE u AS"
+                                         " SELECT 2 AS y")
+    assert sorted(os.listdir(taken)) == [bm.MANIFEST, "table-001.parquet", "table-002.parquet"]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in [taken, *taken.iterdir()]} == {
+        taken.name: "0o700", bm.MANIFEST: "0o600", "table-001.parquet": "0o600",
+        "table-002.parquet": "0o600"}
+    with pytest.raises(PlatformError) as raised:
+        taken_backup(tmp_path / "b", "CREATE TABLE t AS SELECT 1 AS x")
+    assert str(raised.value) == f"{taken} exists already: not overwritten"
+
+
+@pytest.mark.parametrize("sql, why", [
+    ("CREATE TABLE t (x INTEGER[])", "PlatformError: cannot back up main.t: type 'INTEGER[]' is"
+                                     " not one a backup may hold"),
+    # DuckDB tells the two names apart; restore would not (it compares them casefolded).
+    ('CREATE TABLE t ("ss" INTEGER, "ß" INTEGER)',
+     "PlatformError: cannot back up into {partial}: main.t: two columns share a name"),
+    ("CREATE TABLE t (x INTEGER); BEGIN",
+     "PlatformError: backup into {partial}: TransactionContext Error: cannot start a transaction"
+     " within a transaction"),
+])
+def test_a_backup_restore_would_refuse_is_not_written_and_leaves_no_partial(tmp_path, sql, why):
+    partial = tmp_path / f".partial-{backups.backup_name(NOW)}"
+    with duckdb.connect() as conn:
+        conn.execute(sql)
+        with pytest.raises(Exception) as raised:
+            backups.take_backup(conn, tmp_path, NOW)
+        assert f"{type(raised.value).__name__}: {raised.value}" == why.format(partial=partial)
+        assert os.listdir(tmp_path) == []
+        if not sql.endswith("BEGIN"):  # the backup's own transaction was rolled back
+            conn.execute("CREATE TABLE after_it (x INTEGER)")
+
+
+def test_only_an_out_of_memory_error_names_the_memory_setting_and_its_value(monkeypatch):
+    monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "300MB")
+    error = duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate")
+    assert wh.clean_duckdb_error(error) == (
+        "Out of Memory Error: failed to allocate (DuckDB's memory limit is"
+        " CHURN_DUCKDB_MEMORY_LIMIT, now 300MB: raise it)")
+    other = duckdb.InvalidInputException("Invalid Input Error: failed to allocate")
+    assert wh.clean_duckdb_error(other) == "Invalid Input Error: failed to allocate"
+
+
+# --- hostile mapping files: aliases, nesting and size are bounded, each on both sides ----------
+
+from churn_platform.core.files import absolute  # noqa: E402
+from churn_platform.core.mapping import MAPPING_MAX_BYTES, MappingError  # noqa: E402
+from churn_platform.core.source import file_sha256  # noqa: E402
+
+MINIMAL = "fields:\n  customer_id: id\n  churn: c"
+
+
+def mapping_problem(path: Path) -> str:
+    """The one problem that made the mapping unusable."""
+    with pytest.raises(MappingError) as raised:
+        read_mapping(path)
+    head = f"source mapping {path}: 1 problem(s), nothing was loaded:\n- "
+    assert str(raised.value).startswith(head), raised.value
+    return str(raised.value).removeprefix(head)
+
+
+def nested(levels: int) -> str:
+    """`x:` at depth 2 holding lists to `levels` in all, a scalar before each inner list (so a
+    depth that is not restored after each node shows)."""
+    return f"{MINIMAL}\nx: " + "[a, " * (levels - 2) + "a" + "]" * (levels - 2) + "\n"
+
+
+def test_a_mapping_nested_20_levels_is_read_and_21_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(nested(20))
+    assert read_mapping(path)[1] == ["x: unknown section (expected csv and fields)"]
+    path.write_text(nested(21))
+    assert mapping_problem(path) == "nested deeper than 20 levels (line 4)"
+
+
+def test_a_yaml_alias_is_refused_naming_it_and_its_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"{MINIMAL}\nx: &big [a]\n\ny: *big\n")
+    assert mapping_problem(path) == ("YAML aliases (*big) are not accepted in a source mapping"
+                                     " (line 6): write the value out")
+
+
+def test_a_mapping_of_exactly_1_mib_is_read_to_its_last_byte_and_one_byte_more_is_refused(
+        tmp_path):
+    path = tmp_path / "m.yaml"
+    filler = MAPPING_MAX_BYTES - len(MINIMAL) - 3
+    path.write_text("# " + "x" * filler + "\n" + MINIMAL)  # ends in `c`, no newline
+    assert path.stat().st_size == MAPPING_MAX_BYTES
+    mapping, problems = read_mapping(path)
+    assert problems == [] and mapping.field("churn").source_column == "c"
+    path.write_text("# " + "x" * (filler + 1) + "\n" + MINIMAL)
+    assert mapping_problem(path) == "is larger than 1 MiB; a source mapping is a few KiB"
+
+
+def test_a_symlink_loop_is_named_as_written(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert absolute(tmp_path / "loop") == tmp_path / "loop"
+    (tmp_path / "real").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert absolute(tmp_path / "link") == tmp_path / "real"
+
+
+def test_a_source_whose_digest_cannot_be_read_is_named_with_the_system_error(tmp_path):
+    with pytest.raises(SourceFileError) as raised:
+        file_sha256(tmp_path / "none.csv")
+    assert str(raised.value) == (
+        f"{tmp_path / 'none.csv'}: cannot be read (No such file or directory)")
+    (tmp_path / "in.csv").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "in.csv") == hashlib.sha256(b"abc").hexdigest()
+
+
+# --- connect: the wait for a lock, read-only opening, modes of new and existing files ----------
+
+def held(path: Path):
+    """Another process holding `path`'s lock until its stdin closes."""
+    import subprocess
+    import sys
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r});"
+         " print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_an_explicit_wait_overrides_the_lock_timeout_setting(tmp_path, monkeypatch):
+    import time
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    monkeypatch.setenv("CHURN_DUCKDB_LOCK_TIMEOUT", "60")
+    holder = held(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(wh.WarehouseLockedError):
+            wh.connect(str(path), timeout_s=0)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_connect_gets_a_lock_released_before_its_timeout(tmp_path):
+    import threading
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = held(path)
+    releaser = threading.Timer(0.5, holder.stdin.close)  # the holder exits at end of input
+    releaser.start()
+    try:
+        wh.connect(str(path), timeout_s=30).close()
+    finally:
+        releaser.cancel()
+        holder.kill()
+        holder.wait()
+
+
+def test_connect_read_only_refuses_writes_and_read_write_allows_them(tmp_path):
+    path = tmp_path / "w.duckdb"
+    wh.connect(str(path)).close()
+    with wh.connect(str(path), read_only=True) as conn:
+        with pytest.raises(duckdb.InvalidInputException, match="read-only"):
+            conn.execute("CREATE TABLE t (x INTEGER)")
+    with wh.connect(str(path), read_only=False) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+
+
+def test_a_warehouse_created_by_connect_is_owner_only_and_an_existing_ones_mode_is_left(
+        tmp_path):
+    created = tmp_path / "new.duckdb"
+    wh.connect(str(created)).close()
+    assert oct(created.stat().st_mode & 0o777) == "0o600"
+    existing = tmp_path / "old.duckdb"
+    duckdb.connect(str(existing)).close()
+    existing.chmod(0o640)
+    wh.connect(str(existing)).close()
+    assert oct(existing.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_fifo_mapping_is_refused_at_once_and_a_link_loop_with_the_system_error(tmp_path):
+    """Opening a FIFO without O_NONBLOCK would wait for a writer for ever (and the run with it)."""
+    import threading
+    fifo = tmp_path / "m.yaml"
+    os.mkfifo(fifo)
+    problems = []
+    reader = threading.Thread(target=lambda: problems.append(mapping_problem(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    blocked = reader.is_alive()
+    if blocked:  # waiting in open() for a writer: let it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert not blocked
+    assert problems == ["is not a regular file (a directory, FIFO or device cannot be read)"]
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    assert mapping_problem(loop) == "cannot be read (Too many levels of symbolic links)"
+
+
+def test_staging_names_absent_fields_and_unmapped_columns_or_says_none(tmp_path):
+    path = write_csv(tmp_path / "in.csv", f"{HEADER},Extra,More\n{','.join(ROW)},x,y\n")
+    defaults = staging_table(path).metadata
+    assert (defaults["absent_fields"], defaults["columns_kept_in_staging_only"]) == (
+        "none", "Extra, More")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  customer_id: CustomerID\n  churn: Churn\n")
+    narrow = staging_table(path, mapping).metadata
+    absent = [f.name for f in FIELDS if f.name not in ("customer_id", "churn")]
+    assert narrow["absent_fields"] == ", ".join(absent) and len(absent) > 1
+    assert narrow["columns_kept_in_staging_only"] == ("Age, Gender, Tenure, MonthlyCharges,"
+                                                      " ContractType, InternetService,"
+                                                      " TotalCharges, TechSupport, Extra, More")
+    exact = write_csv(tmp_path / "exact.csv", f"{HEADER}\n{','.join(ROW)}\n")
+    assert staging_table(exact).metadata["columns_kept_in_staging_only"] == "none"
+
+
+def test_a_missing_or_shapeless_mapping_is_refused_saying_what_to_do(tmp_path):
+    assert mapping_problem(tmp_path / "none.yaml") == (
+        "file not found (set CHURN_SOURCE_MAPPING to a mapping file)")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    assert mapping_problem(tmp_path / "list.yaml") == (
+        "expected a YAML mapping with a `fields:` section")
+
+
+# --- hostile headers: each limit at the bound and one past it ----------------------------------
+
+HEADER_MAX = 1 << 20
+
+
+def header_problem(path: Path, dialect: Dialect = Dialect()) -> str:
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path, dialect)
+    assert str(raised.value) == f"{path}: {raised.value.problem}"
+    return raised.value.problem
+
+
+def test_a_header_line_of_1_mib_is_read_whole_and_one_byte_more_is_refused_by_number(tmp_path):
+    path = tmp_path / "in.csv"
+    fields = ["x" * 1023] * 1023 + ["y" * 1024]  # 1 MiB to its last byte, no line break
+    assert len(",".join(fields)) == HEADER_MAX
+    path.write_bytes(("skip\n" + ",".join(fields)).encode())
+    assert read_header(path, Dialect(header_row=2)) == fields
+    path.write_bytes(("skip\n" + ",".join(fields) + "y\n").encode())
+    assert header_problem(path, Dialect(header_row=2)) == (
+        "line 2 is longer than 1 MiB without a line break: not a CSV header this can read")
+
+
+def test_a_header_field_over_the_csv_limit_is_refused_naming_the_limit(tmp_path):
+    import csv
+    path = tmp_path / "in.csv"
+    limit = csv.field_size_limit()
+    path.write_text(f"a,{'b' * limit}\n")
+    assert read_header(path) == ["a", "b" * limit]
+    path.write_text(f"a,{'b' * (limit + 1)}\n")
+    assert header_problem(path) == (
+        f"line 1, the header, has a field longer than {limit:,} characters")
+
+
+def test_a_utf8_bom_under_latin_1_is_refused_and_under_utf_8_skipped(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\n")
+    assert header_problem(path, Dialect(encoding="latin-1")) == (
+        "starts with a UTF-8 byte-order mark: the file is UTF-8, but the source mapping says"
+        " csv.encoding: latin-1 (set utf-8)")
