@@ -995,7 +995,12 @@ def table_entry(**edits) -> dict:
 
 def document(*tables: dict, **edits) -> dict:
     return {"format": bm.FORMAT, "version": bm.VERSION, "created_at": "2026-06-01",
-            "tables": list(tables) or [table_entry()], **edits}
+            "tables": list(tables) or [table_entry()], "models": [], **edits}
+
+
+def version_1(document: dict) -> dict:
+    """The same manifest as version 1 wrote it: no models."""
+    return {**{k: v for k, v in document.items() if k != "models"}, "version": 1}
 
 
 @pytest.mark.parametrize("data_type", ["INTEGER", "TIMESTAMP WITH TIME ZONE", "DECIMAL(1,0)",
@@ -1038,29 +1043,39 @@ def test_a_manifest_within_every_rule_lists_its_tables():
     second = table_entry(name="u", columns=[{"name": "a", "type": "VARCHAR"},
                                             {"name": "b", "type": "DECIMAL(18,3)"}],
                          row_count=7, file="table-002.parquet", size_bytes=9, sha256="a" * 64)
-    assert bm.parse_manifest(document(table_entry(), second)) == [
+    tables = [
         bm.Table("analytics", "t", (("x", "INTEGER"),), 0, "table-001.parquet", 0, SHA0),
         bm.Table("analytics", "u", (("a", "VARCHAR"), ("b", "DECIMAL(18,3)")), 7,
                  "table-002.parquet", 9, "a" * 64),
     ]
+    assert bm.parse_manifest(document(table_entry(), second)) == bm.Contents(tables, [])
+    assert bm.parse_manifest(version_1(document(table_entry(), second))) == bm.Contents(tables, [])
 
 
 FIELDS_ERROR = ("the manifest does not have exactly the fields"
-                " ['created_at', 'format', 'tables', 'version']")
-MALFORMED = "the manifest's created_at or tables is malformed"
-NOT_OURS = "the manifest is not churn_platform-backup version 1"
+                " ['created_at', 'format', 'models', 'tables', 'version']")
+FIELDS_ERROR_1 = ("the manifest does not have exactly the fields"
+                  " ['created_at', 'format', 'tables', 'version']")
+MALFORMED = "the manifest's created_at, tables or models is malformed"
+NOT_OURS = "the manifest is not churn_platform-backup version 1 or 2"
 
 
 @pytest.mark.parametrize("manifest, why", [
-    ([], FIELDS_ERROR),
+    ([], NOT_OURS),
     ({**document(), "extra": 1}, FIELDS_ERROR),
     ({k: v for k, v in document().items() if k != "created_at"}, FIELDS_ERROR),
+    ({k: v for k, v in document().items() if k != "models"}, FIELDS_ERROR),
+    (document(version=1), FIELDS_ERROR_1),  # version 1 has no models
+    ({**version_1(document()), "models": []}, FIELDS_ERROR_1),
     (document(format="other"), NOT_OURS),
-    (document(version=2), NOT_OURS),
+    (document(version=3), NOT_OURS),
+    (document(version=0), NOT_OURS),
+    (document(version="2"), NOT_OURS),
     (document(created_at=5), MALFORMED),
     (document(tables={}), MALFORMED),
+    (document(models={}), MALFORMED),
     (document(table_entry(), table_entry(file="table-002.parquet")), "two tables share a name"),
-    (document(table_entry(), table_entry(name="u")), "two tables share a file"),
+    (document(table_entry(), table_entry(name="u")), "two tables or models share a file"),
 ])
 def test_a_manifest_breaking_one_rule_is_refused_saying_which(manifest, why):
     with pytest.raises(ValueError) as raised:
@@ -1148,7 +1163,7 @@ def refused_because(folder: Path) -> str:
 
 def test_a_folder_holding_its_manifest_and_the_files_it_lists_verifies(tmp_path):
     folder = written(tmp_path / "b")
-    assert bm.verify_backup(folder) == [bm.Table("analytics", "t", (("x", "INTEGER"),), 1,
+    assert bm.verify_backup(folder).tables == [bm.Table("analytics", "t", (("x", "INTEGER"),), 1,
                                                  "table-001.parquet", 4,
                                                  hashlib.sha256(b"rows").hexdigest())]
     assert oct((folder / bm.MANIFEST).stat().st_mode & 0o777) == "0o600"
@@ -1190,7 +1205,7 @@ def test_a_manifest_of_exactly_1_mib_is_read_and_one_byte_more_is_refused(tmp_pa
     folder.mkdir()
     (folder / "table-001.parquet").write_bytes(b"")
     padded(folder, bm.MAX_MANIFEST_BYTES)
-    assert [t.label for t in bm.verify_backup(folder)] == ["analytics.t"]
+    assert [t.label for t in bm.verify_backup(folder).tables] == ["analytics.t"]
     padded(folder, bm.MAX_MANIFEST_BYTES + 1)
     assert refused_because(folder) == "manifest.json is larger than 1048576 bytes"
     padded(folder, bm.MAX_MANIFEST_BYTES + 1, created_at="é")  # bytes are counted, not characters
@@ -1313,7 +1328,7 @@ def taken_backup(root: Path, sql: str) -> Path:
 
 def with_manifest(backup: Path, **edits) -> None:
     """The backup's manifest written again with its table changed: as if forged consistently."""
-    [table] = bm.verify_backup(backup)
+    [table] = bm.verify_backup(backup).tables
     (backup / bm.MANIFEST).unlink()
     bm.write_manifest(backup, NOW.isoformat(), [dataclasses.replace(table, **edits)])
 
