@@ -40,7 +40,12 @@ sys.exit(3)
 
 
 def _sigint_ignored() -> None:
+    """What `(trap '' INT; ...)` from a shell gives: SIGINT ignored, SIGTERM at its default. Set
+    both: this test process may itself ignore SIGTERM by now (started with SIGINT ignored, as a
+    background job or CI runner starts it, an earlier in-process Dagster run made SIGTERM act as
+    SIGINT, design note 14), and an ignored signal stays ignored across exec."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _spawn(argv: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
