@@ -18,9 +18,8 @@ from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import processes_with_env, wait_until
 
-# What a stopped service must be gone within: far below a hang, well above a loaded machine's stop
-# (make run's whole tree took over 30 s at load average 8 on 2 cores; 12 s on a quiet machine).
-STOP_BOUND = 60
+# What a stopped service must be gone within: far below a hang, well above a loaded machine's stop.
+STOP_BOUND = 30
 
 # A stand-in for a Dagster process: SIGTERM handled as SIGINT is, and a child of its own.
 DAGSTER_LIKE = """
