@@ -30,9 +30,11 @@ run: setup
 	$(PY) -m churn_platform.launch -- $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 # dg reads the project from pyproject.toml; VIRTUAL_ENV tells it the project's own venv is meant.
+# The suite on every core (pytest-xdist): a test module stays on one worker, so its module-scoped
+# fixtures are built once; most tests wait on Dagster processes and servers, not on the CPU.
 test: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 # Mutation testing of the core (docs/mutation-testing.md): a fresh mutmut run, then its summary per
 # module. MUTANTS narrows it, e.g. MUTANTS='churn_platform.core.transform*'; MUTATION_CHILDREN
