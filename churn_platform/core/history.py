@@ -141,13 +141,25 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
         }
 
     return [
-        # The export, one row per customer: the last in file order.
+        # The export, one row per customer: the last in file order. Only the rare repeated ids
+        # go through the window (over every row it cost twice as much: 0.7 CPU s per 1M rows).
         f"""CREATE OR REPLACE TEMP TABLE _export AS
-            SELECT anonymized_customer_id, tenure, {attrs},
-                   count(*) OVER (PARTITION BY anonymized_customer_id) - 1 AS repeats
-            FROM ({rows}) AS export_rows
-            QUALIFY row_number() OVER (PARTITION BY anonymized_customer_id
-                                       ORDER BY source_row DESC) = 1""",
+            WITH exported AS (SELECT * FROM ({rows})),
+            repeated AS (
+                SELECT anonymized_customer_id, count(*) - 1 AS repeats
+                FROM exported GROUP BY anonymized_customer_id HAVING count(*) > 1)
+            SELECT anonymized_customer_id, tenure, {attrs}, 0 AS repeats
+            FROM exported AS x
+            WHERE NOT EXISTS (SELECT 1 FROM repeated AS r WHERE r.anonymized_customer_id
+                                                 IS NOT DISTINCT FROM x.anonymized_customer_id)
+            UNION ALL
+            SELECT x.anonymized_customer_id, x.tenure, {", ".join(f"x.{a}" for a in ATTRIBUTES)},
+                   r.repeats
+            FROM exported AS x
+            JOIN repeated AS r
+              ON r.anonymized_customer_id IS NOT DISTINCT FROM x.anonymized_customer_id
+            QUALIFY row_number() OVER (PARTITION BY x.anonymized_customer_id
+                                       ORDER BY x.source_row DESC) = 1""",
         # Every customer against the export, before anything changes, in one join: kept are
         # those with something to write beyond the date (new, changed, a new tenure, back after
         # an absence) and those with an open version this export lacks.
