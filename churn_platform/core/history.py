@@ -228,9 +228,10 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
                    {closed}, current_first_tenure, 'change', current_opened_by_export
             FROM _before WHERE changed""",
         # Seen again with nothing else to write: the date only (a narrow update, no rewrite).
-        f"""UPDATE {LAST_SEEN_TABLE} SET last_seen_date = {d}
-            WHERE is_current AND anonymized_customer_id NOT IN (
-                SELECT anonymized_customer_id FROM _before WHERE NOT present)""",
+        f"""UPDATE {LAST_SEEN_TABLE} AS s SET last_seen_date = {d}
+            WHERE is_current AND NOT EXISTS (
+                SELECT 1 FROM _before AS b
+                WHERE NOT b.present AND b.anonymized_customer_id = s.anonymized_customer_id)""",
         f"""UPDATE {LAST_SEEN_TABLE} SET is_current = false
             WHERE anonymized_customer_id IN (SELECT anonymized_customer_id FROM _absent)""",
         f"""UPDATE {LAST_SEEN_TABLE} AS s
