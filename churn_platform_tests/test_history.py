@@ -444,3 +444,33 @@ def test_retention_counts_a_version_closed_for_absence_until_its_first_missed_ex
         (date(2025, 10, 1), JAN, D1, 3, 1, 1, 100.0),
         (date(2025, 10, 1), FEB, D2, 4, 1, 0, 0.0),
         (date(2025, 10, 1), MAR, k3.export_date, 5, 1, 0, 0.0)]
+
+
+def test_a_customer_closed_for_absence_who_stays_away_is_left_as_closed(con):
+    """N = 1. April lists only a: b to f close for absence (c, d and e with an event; b and f had
+    churned). May lists only a again: a's last sighting moves on; b to f keep theirs (March), get
+    no second event and no second closed version."""
+    k4 = ExportRef("2026-04-21__000000000004", date(2026, 4, 21), K3.arrived_at)
+    k5 = ExportRef("2026-05-19__000000000005", date(2026, 5, 19), K3.arrived_at)
+    a_row = (MTM, "DSL", "No", "Medium", "New", "No")
+    con.execute("DROP TABLE export_rows")
+    load_rows(con, ROWS + [(k4, "a", 1, 8, *a_row), (k5, "a", 1, 9, *a_row)])
+    for ref in (K1, K2, K3, k4):
+        apply(con, ref)
+    april = tables(con)
+    assert [r for r in april["events"] if r[7] == k4.key] == [
+        ("c", 1, k4.export_date, k4.export_date, "missing", 32, ONE, k4.key),
+        ("d", 1, k4.export_date, k4.export_date, "missing", 42, TWO, k4.key),
+        ("e", 2, k4.export_date, k4.export_date, "missing", 5, MTM, k4.key)]
+    assert [(r[0], r[3], r[12]) for r in april["history"] if r[3] == k4.export_date] == [
+        (c, k4.export_date, "missing") for c in "bcdef"]
+    apply(con, k5)
+    may = tables(con)
+    assert may["events"] == april["events"]
+    assert may["history"] == april["history"]
+    assert may["last_seen"] == [("a", k5.export_date, 9), ("b", D3, 21), ("c", D3, 32),
+                                ("d", D3, 42), ("e", D3, 5), ("f", D3, 3)]
+    assert con.execute(f"SELECT {ID}, is_current, lifecycle FROM analytics.customer_last_seen"
+                       " ORDER BY ALL").fetchall() == [
+        ("a", True, 1), ("b", False, 1), ("c", False, 1), ("d", False, 1), ("e", False, 2),
+        ("f", False, 1)]

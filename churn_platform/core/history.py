@@ -68,7 +68,7 @@ CREATE_SQL = (
         anonymized_customer_id UUID, lifecycle INTEGER, valid_from DATE, valid_to DATE,
         is_current BOOLEAN, {", ".join(f"{a} VARCHAR" for a in ATTRIBUTES)},
         first_tenure INTEGER, closed_by VARCHAR, opened_by_export VARCHAR)""",
-    # One row per customer ever seen, rewritten whole each export (a cost in proportion to the
+    # One row per customer ever seen, updated in place each export (a cost in proportion to the
     # customers, not to the history): the last sighting, the latest lifecycle, the first sight
     # (the cohort), and the open version if any (is_current false once it closed).
     f"""CREATE TABLE IF NOT EXISTS {LAST_SEEN_TABLE} (
@@ -112,48 +112,80 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
 
     `rows` is a SELECT giving ROW_COLUMNS for this export. Every statement reads the export and
     the per-customer table, never the closed versions: the cost follows the export and the
-    customers, not the history.
+    customers, not the history. The per-customer table is updated in place: customers seen again
+    unchanged get their `last_seen_date` only; whole rows are written for the few that are new,
+    changed, came back or went missing (rewriting it whole cost 0.9 CPU s per 1M customers).
     """
     d, key = _date(export.export_date), quote_literal(export.key)
     arrived = export.arrived_at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
     changed = " OR ".join(f"s.{a} IS DISTINCT FROM e.{a}" for a in ATTRIBUTES)
     attrs = ", ".join(ATTRIBUTES)
     current_attrs = ", ".join(f"s.{a} AS current_{a}" for a in ATTRIBUTES)
-    # A customer's lifecycle in this export: the current one, or the next after an absence.
-    lifecycle = ("CASE WHEN has_current THEN current_lifecycle"
-                 " ELSE coalesce(max_lifecycle + 1, 1) END")
-    # Kept open (same attributes): the open version's columns; else a version opened now.
-    kept = "has_current AND NOT changed"
-    version = ", ".join([
-        f"CASE WHEN {kept} THEN current_valid_from ELSE {d} END AS valid_from",
-        *(f"{a}" for a in ATTRIBUTES),
-        f"CASE WHEN {kept} THEN current_first_tenure ELSE tenure END AS first_tenure",
-        f"CASE WHEN {kept} THEN current_opened_by_export ELSE {key} END AS opened_by_export",
-    ])
     closed = ", ".join(f"current_{a}" for a in ATTRIBUTES)
+
+    def written(b: str) -> dict[str, str]:
+        """A seen customer's row in the per-customer table, from `_before` (alias `b`)."""
+        # Kept open (same attributes): the open version's columns; else a version opened now.
+        kept = f"{b}has_current AND NOT {b}changed"
+        return {
+            "last_seen_date": d, "last_seen_tenure": f"{b}tenure",
+            # The current lifecycle, or the next after an absence.
+            "lifecycle": f"CASE WHEN {b}has_current THEN {b}current_lifecycle"
+                         f" ELSE coalesce({b}max_lifecycle + 1, 1) END",
+            "is_current": "true",
+            "valid_from": f"CASE WHEN {kept} THEN {b}current_valid_from ELSE {d} END",
+            **{a: f"{b}{a}" for a in ATTRIBUTES},
+            "first_tenure": f"CASE WHEN {kept} THEN {b}current_first_tenure ELSE {b}tenure END",
+            "opened_by_export": f"CASE WHEN {kept} THEN {b}current_opened_by_export"
+                                f" ELSE {key} END",
+        }
+
     return [
-        # The export, one row per customer: the last in file order.
+        # The export, one row per customer: the last in file order. Only the rare repeated ids
+        # go through the window (over every row it cost twice as much: 0.7 CPU s per 1M rows).
         f"""CREATE OR REPLACE TEMP TABLE _export AS
-            SELECT anonymized_customer_id, tenure, {attrs},
-                   count(*) OVER (PARTITION BY anonymized_customer_id) - 1 AS repeats
-            FROM ({rows}) AS export_rows
-            QUALIFY row_number() OVER (PARTITION BY anonymized_customer_id
-                                       ORDER BY source_row DESC) = 1""",
-        # Each exported customer against their open version, before anything changes.
+            WITH exported AS (SELECT * FROM ({rows})),
+            repeated AS (
+                SELECT anonymized_customer_id, count(*) - 1 AS repeats
+                FROM exported GROUP BY anonymized_customer_id HAVING count(*) > 1)
+            SELECT anonymized_customer_id, tenure, {attrs}, 0 AS repeats
+            FROM exported AS x
+            WHERE NOT EXISTS (SELECT 1 FROM repeated AS r WHERE r.anonymized_customer_id
+                                                 IS NOT DISTINCT FROM x.anonymized_customer_id)
+            UNION ALL
+            SELECT x.anonymized_customer_id, x.tenure, {", ".join(f"x.{a}" for a in ATTRIBUTES)},
+                   r.repeats
+            FROM exported AS x
+            JOIN repeated AS r
+              ON r.anonymized_customer_id IS NOT DISTINCT FROM x.anonymized_customer_id
+            QUALIFY row_number() OVER (PARTITION BY x.anonymized_customer_id
+                                       ORDER BY x.source_row DESC) = 1""",
+        # Every customer against the export, before anything changes, in one join: kept are
+        # those with something to write beyond the date (new, changed, a new tenure, back after
+        # an absence) and those with an open version this export lacks.
         f"""CREATE OR REPLACE TEMP TABLE _before AS
-            SELECT e.*,
+            SELECT coalesce(e.anonymized_customer_id, s.anonymized_customer_id)
+                       AS anonymized_customer_id,
+                   e.anonymized_customer_id IS NOT NULL AS present,
+                   e.* EXCLUDE (anonymized_customer_id),
                    coalesce(s.is_current, false) AS has_current,
                    s.lifecycle AS current_lifecycle,
                    s.churn AS current_churn,
-                   coalesce(s.is_current AND ({changed}), false) AS changed,
+                   coalesce(e.anonymized_customer_id IS NOT NULL AND s.is_current
+                            AND ({changed}), false) AS changed,
                    s.lifecycle AS max_lifecycle,
                    s.valid_from AS current_valid_from, s.first_tenure AS current_first_tenure,
                    s.opened_by_export AS current_opened_by_export, {current_attrs},
                    coalesce(s.first_seen_date, {d}) AS first_seen_date,
-                   coalesce(s.first_seen_tenure, e.tenure) AS first_seen_tenure
+                   coalesce(s.first_seen_tenure, e.tenure) AS first_seen_tenure,
+                   s.last_seen_date, s.last_seen_tenure
             FROM _export AS e
-            LEFT JOIN {LAST_SEEN_TABLE} AS s
-                   ON s.anonymized_customer_id = e.anonymized_customer_id""",
+            FULL JOIN {LAST_SEEN_TABLE} AS s
+                   ON s.anonymized_customer_id = e.anonymized_customer_id
+            WHERE CASE WHEN e.anonymized_customer_id IS NULL THEN s.is_current
+                       WHEN s.anonymized_customer_id IS NULL THEN true
+                       ELSE NOT s.is_current OR s.last_seen_tenure IS DISTINCT FROM e.tenure
+                            OR ({changed}) END""",
         f"""INSERT INTO {EXPORTS_TABLE}
             SELECT {key}, {d}, TIMESTAMP '{arrived}', now()::TIMESTAMP,
                    (SELECT count(*) FROM _export),
@@ -165,46 +197,51 @@ def apply_statements(export: ExportRef, rows: str, missing_for_churn: int) -> li
                    CASE WHEN has_current THEN 'churn_flag' ELSE 'churn_flag_at_first_sight' END,
                    tenure, contract_type, {key}
             FROM _before
-            WHERE churn = 'Yes'
+            WHERE present AND churn = 'Yes'
               AND (has_current AND current_churn IS DISTINCT FROM 'Yes'
                    OR NOT has_current AND max_lifecycle IS NULL)""",
         # Open versions whose customer this export lacks: how many export dates since seen.
         f"""CREATE OR REPLACE TEMP TABLE _absent AS
-            SELECT s.*, gap.missed, gap.first_missed
-            FROM {LAST_SEEN_TABLE} AS s
+            SELECT b.anonymized_customer_id, current_lifecycle AS lifecycle,
+                   current_valid_from AS valid_from, {closed},
+                   current_first_tenure AS first_tenure,
+                   current_opened_by_export AS opened_by_export, last_seen_tenure,
+                   gap.missed, gap.first_missed
+            FROM _before AS b
             JOIN (SELECT seen.last_seen_date, count(DISTINCT x.export_date) AS missed,
                          min(x.export_date) AS first_missed
-                  FROM (SELECT DISTINCT last_seen_date FROM {LAST_SEEN_TABLE}) AS seen
+                  FROM (SELECT DISTINCT last_seen_date FROM _before WHERE NOT present) AS seen
                   JOIN {EXPORTS_TABLE} AS x ON x.export_date > seen.last_seen_date
-                  GROUP BY seen.last_seen_date) AS gap ON gap.last_seen_date = s.last_seen_date
-            WHERE s.is_current AND gap.missed >= {missing_for_churn}
-              AND NOT EXISTS (SELECT 1 FROM _export AS e
-                              WHERE e.anonymized_customer_id = s.anonymized_customer_id)""",
+                  GROUP BY seen.last_seen_date) AS gap ON gap.last_seen_date = b.last_seen_date
+            WHERE NOT b.present AND gap.missed >= {missing_for_churn}""",
         f"""INSERT INTO {EVENTS_TABLE}
             SELECT anonymized_customer_id, lifecycle, first_missed, {d}, 'missing',
-                   last_seen_tenure, contract_type, {key}
-            FROM _absent WHERE churn IS DISTINCT FROM 'Yes'""",
+                   last_seen_tenure, current_contract_type, {key}
+            FROM _absent WHERE current_churn IS DISTINCT FROM 'Yes'""",
         # Versions closed by absence, then by a change: appended, never updated in place.
         f"""INSERT INTO {CLOSED_VERSIONS_TABLE}
-            SELECT anonymized_customer_id, lifecycle, valid_from, first_missed, false, {attrs},
+            SELECT anonymized_customer_id, lifecycle, valid_from, first_missed, false, {closed},
                    first_tenure, 'missing', opened_by_export
             FROM _absent""",
         f"""INSERT INTO {CLOSED_VERSIONS_TABLE}
             SELECT anonymized_customer_id, current_lifecycle, current_valid_from, {d}, false,
                    {closed}, current_first_tenure, 'change', current_opened_by_export
             FROM _before WHERE changed""",
-        f"""CREATE OR REPLACE TABLE {LAST_SEEN_TABLE} AS
-            SELECT anonymized_customer_id, {d} AS last_seen_date, tenure AS last_seen_tenure,
-                   {lifecycle} AS lifecycle, first_seen_date, first_seen_tenure,
-                   true AS is_current, {version}
-            FROM _before
-            UNION ALL
-            SELECT s.* REPLACE (
-                       s.is_current AND a.anonymized_customer_id IS NULL AS is_current)
-            FROM {LAST_SEEN_TABLE} AS s
-            LEFT JOIN _absent AS a USING (anonymized_customer_id)
-            WHERE NOT EXISTS (SELECT 1 FROM _export AS e
-                              WHERE e.anonymized_customer_id = s.anonymized_customer_id)""",
+        # Seen again with nothing else to write: the date only (a narrow update, no rewrite).
+        f"""UPDATE {LAST_SEEN_TABLE} AS s SET last_seen_date = {d}
+            WHERE is_current AND NOT EXISTS (
+                SELECT 1 FROM _before AS b
+                WHERE NOT b.present AND b.anonymized_customer_id = s.anonymized_customer_id)""",
+        f"""UPDATE {LAST_SEEN_TABLE} SET is_current = false
+            WHERE anonymized_customer_id IN (SELECT anonymized_customer_id FROM _absent)""",
+        f"""UPDATE {LAST_SEEN_TABLE} AS s
+            SET {", ".join(f"{c} = {v}" for c, v in written("b.").items())}
+            FROM (SELECT * FROM _before WHERE present AND max_lifecycle IS NOT NULL) AS b
+            WHERE s.anonymized_customer_id = b.anonymized_customer_id""",
+        f"""INSERT INTO {LAST_SEEN_TABLE} BY NAME
+            SELECT anonymized_customer_id, first_seen_date, first_seen_tenure,
+                   {", ".join(f"{v} AS {c}" for c, v in written("").items())}
+            FROM _before WHERE present AND max_lifecycle IS NULL""",
         "DROP TABLE _export",
         "DROP TABLE _before",
         "DROP TABLE _absent",
