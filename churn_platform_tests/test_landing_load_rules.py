@@ -1,8 +1,14 @@
 """Loading landing exports (core/landing_load.py) on a real DuckDB file without Dagster: the
 partition a load replaces, what it refuses, and history against the hand-computed tables of
-test_landing_load.py (whose real runs are too slow for mutation testing)."""
+test_landing_load.py (whose real runs are too slow for mutation testing); and, at the end, the
+history rules test_history.py leaves open."""
 
-from datetime import date
+import os
+import shutil
+import time
+from datetime import date, datetime, timezone
+
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -10,14 +16,16 @@ import pytest
 from churn_platform.core import landing
 from churn_platform.core import landing_load as ll
 from churn_platform.core.errors import InputError
-from churn_platform.core.history import ExportRef
+from churn_platform.core.history import ExportRef, restore_views
 from churn_platform.core.mapping import DEFAULT_MAPPING, load_mapping
 from churn_platform.core.settings import PSEUDONYMIZATION_KEY_ENV
 from churn_platform.core.source import SourceFileError
+from churn_platform_tests import test_history as th
 from churn_platform_tests.conftest import HEADER, LANDING_KEY
 from churn_platform_tests.test_landing_load import D1, D2, D3, DAYS, assert_hand_computed, row
 
 KEY = LANDING_KEY.encode()
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MAPPING = load_mapping(DEFAULT_MAPPING)
 
 
@@ -109,9 +117,10 @@ def test_a_column_named_like_the_loads_own_is_refused_before_anything_is_written
         folder, database, column):
     export = export_of(folder, D1, [HEADER + f",{column}", row("A", 5, "One-Year", "No") + ",x"])
     with duckdb.connect(str(database)) as conn:
-        with pytest.raises(SourceFileError, match=f"columns named like those the landing load"
-                                                  f" adds: {column}$"):
+        with pytest.raises(SourceFileError) as raised:
             ll.load_rows(conn, export, MAPPING.path)
+        assert str(raised.value) == (f"{export.path}: columns named like those the landing load"
+                                     f" adds: {column}")
         assert conn.execute("SELECT count(*) FROM landing.export_rows").fetchone()[0] == 0
 
 
@@ -119,10 +128,11 @@ def test_a_file_changed_since_its_scan_is_refused_as_a_new_export(folder, databa
     export = export_of(folder, D1, [HEADER, row("A", 5, "One-Year", "No")])
     export.path.write_text("\n".join([HEADER, row("A", 6, "One-Year", "No")]) + "\n")
     with duckdb.connect(str(database)) as conn:
-        with pytest.raises(SourceFileError, match=f"changed since it was registered as export"
-                                                  f" {export.partition_key}; it is registered"
-                                                  " again as a new export on the next scan"):
+        with pytest.raises(SourceFileError) as raised:
             ll.load_rows(conn, export, MAPPING.path)
+    assert str(raised.value) == (f"{export.path}: changed since it was registered as export"
+                                 f" {export.partition_key}; it is registered again as a new"
+                                 " export on the next scan")
 
 
 def test_a_file_that_is_not_csv_is_refused_and_keeps_earlier_rows(folder, database):
@@ -130,8 +140,10 @@ def test_a_file_that_is_not_csv_is_refused_and_keeps_earlier_rows(folder, databa
     bad = export_of(folder, D2, [HEADER, row("B", 5, "One-Year", "No") + ',"unterminated'])
     with duckdb.connect(str(database)) as conn:
         ll.load_rows(conn, good, MAPPING.path)
-        with pytest.raises(SourceFileError, match="cannot be read as CSV: "):
+        with pytest.raises(SourceFileError) as raised:
             ll.load_rows(conn, bad, MAPPING.path)
+        assert str(raised.value).startswith(f"{bad.path}: cannot be read as CSV: ")
+        assert "quote" in raised.value.problem.lower()  # DuckDB's own reason, cleaned
         assert partition(conn, good) == [(2, "C-A", "5")]
         assert partition(conn, bad) == []
 
@@ -154,3 +166,147 @@ def test_without_a_key_nothing_is_loaded(folder, database, monkeypatch, key):
         with pytest.raises(InputError, match="needs the same pseudonym"):
             ll.load_export(conn, export, MAPPING, key, 1)
         assert conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0
+
+
+def test_the_cohort_tables_are_written_under_their_own_names(folder, database):
+    export = export_of(folder, D1, [HEADER, *DAYS[D1]])
+    with duckdb.connect(str(database)) as conn:
+        ll.load_export(conn, export, MAPPING, KEY, 1)
+        assert conn.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE"
+                            " table_name ILIKE '%churn' OR table_name ILIKE 'retention%'"
+                            " ORDER BY ALL").fetchall() == [
+            ("analytics", "monthly_churn"), ("analytics", "retention_by_cohort")]
+
+
+def test_a_superseded_export_reports_no_customers(folder, database):
+    """Loaded late, an export of a date already loaded from a later arrival is superseded:
+    history holds none of its customers."""
+    arrived_later = export_of(folder, D1, [HEADER, *DAYS[D1]], name="crm_2026-01-20_b.csv")
+    first = export_of(folder, D1, [HEADER, row("A", 5, "One-Year", "No")])
+    os.utime(first.path, (arrived_later.arrived_at.timestamp() - 60,) * 2)
+    [first] = [e for e in landing.scan(folder, settle_s=0).exports if e.path == first.path]
+    assert first.arrived_at < arrived_later.arrived_at
+    with duckdb.connect(str(database)) as conn:
+        assert ll.load_export(conn, arrived_later, MAPPING, KEY, 1) == ll.Loaded(
+            4, "appended", 4, 0)
+        assert ll.load_export(conn, first, MAPPING, KEY, 1) == ll.Loaded(1, "rebuilt", 0, 0)
+
+
+def test_an_export_in_another_mapping_is_read_and_typed_by_that_mapping(folder, database):
+    mapping = load_mapping(EXAMPLES / "crm_export_mapping.yaml")
+    path = folder / "crm_2026-01-20.csv"
+    shutil.copyfile(EXAMPLES / "crm_export.csv", path)
+    [export] = landing.scan(folder, settle_s=0).exports
+    with duckdb.connect(str(database)) as conn:
+        loaded = ll.load_export(conn, export, mapping, KEY, 1)
+        ids = {r[0] for r in conn.execute(
+            'SELECT "Customer ID" FROM landing.export_rows').fetchall()}
+        history_rows = conn.execute("SELECT count(*) FROM analytics.customer_history"
+                                    " WHERE contract_type = 'One-Year'").fetchone()[0]
+    assert "7590-VHVEG" in ids and loaded.rows == len(ids) + loaded.repeated_rows == 11
+    assert loaded.history == "appended" and loaded.customers > 0 and history_rows > 0
+
+
+def test_a_header_without_rows_is_refused(folder, database):
+    export = export_of(folder, D1, [HEADER])
+    with duckdb.connect(str(database)) as conn:
+        with pytest.raises(SourceFileError, match="has a header but no data rows"):
+            ll.load_rows(conn, export, MAPPING.path)
+        assert conn.execute("SELECT count(*) FROM landing.export_rows").fetchone()[0] == 0
+
+
+def test_both_columns_named_like_the_loads_own_are_named(folder, database):
+    export = export_of(folder, D1, [HEADER + ",export_date,EXPORT_ID",
+                                    row("A", 5, "One-Year", "No") + ",x,y"])
+    with duckdb.connect(str(database)) as conn:
+        with pytest.raises(SourceFileError) as raised:
+            ll.load_rows(conn, export, MAPPING.path)
+    assert str(raised.value) == (f"{export.path}: columns named like those the landing load"
+                                 " adds: export_date, EXPORT_ID")
+
+
+def test_a_write_that_fails_inside_the_load_names_the_export_and_keeps_earlier_rows(
+        folder, database):
+    export = export_of(folder, D1, [HEADER, row("A", 5, "One-Year", "No")])
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("CREATE SCHEMA landing")
+        conn.execute(ll._CREATE_ROWS)
+        conn.execute('ALTER TABLE landing.export_rows ADD COLUMN "CustomerID" INTEGER')
+        conn.execute("INSERT INTO landing.export_rows (export_id, \"CustomerID\") VALUES ('x', 7)")
+        with pytest.raises(InputError) as raised:
+            ll.load_rows(conn, export, MAPPING.path)
+        assert conn.execute("SELECT export_id, \"CustomerID\" FROM landing.export_rows"
+                            ).fetchall() == [("x", 7)]
+    assert type(raised.value) is InputError
+    assert str(raised.value).startswith(
+        f"loading export {export.partition_key} ({export.path}): Conversion Error")
+
+
+# --- history (core/history.py) rules its own test file leaves open: kept here, in a file of the
+# mutation selection, because adding a file to the selection resets mutmut's verdicts.
+
+@pytest.fixture
+def history_con(tmp_path):
+    with duckdb.connect(str(tmp_path / "h.duckdb")) as connection:
+        th.load_rows(connection, th.ROWS)
+        yield connection
+
+
+@pytest.fixture
+def new_york(monkeypatch):
+    """The process in a time zone west of UTC: an arrival time must still be stored in UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_arrival_times_are_stored_in_utc_whatever_the_local_zone(history_con, new_york):
+    k2b = ExportRef("2026-02-17__00000000002b", th.D2,
+                    datetime(2026, 2, 17, 9, tzinfo=timezone.utc))
+    con = history_con
+    con.execute("DROP TABLE export_rows")
+    th.load_rows(con, th.ROWS + [(k2b, c, *rest) for ref, c, *rest in th.ROWS if ref == th.K2])
+    for ref in (th.K1, k2b, th.K2):  # K2 arrives before k2b: placed by a rebuild, superseded
+        th.apply(con, ref)
+    assert con.execute("SELECT export_key, arrived_at, superseded_by FROM"
+                       " analytics.history_exports ORDER BY ALL").fetchall() == [
+        (th.K1.key, datetime(2026, 1, 20, 6), None),
+        (th.K2.key, datetime(2026, 2, 17, 6), k2b.key),
+        (k2b.key, datetime(2026, 2, 17, 9), None),
+    ]
+
+
+def test_an_old_layout_rebuild_lists_an_export_already_applied_once(history_con):
+    con = history_con
+    k2b = ExportRef("2026-02-17__00000000002b", th.D2,
+                    datetime(2026, 2, 17, 9, tzinfo=timezone.utc))
+    con.execute("DROP TABLE export_rows")
+    th.load_rows(con, th.ROWS + [(k2b, c, *rest) for ref, c, *rest in th.ROWS if ref == th.K2])
+    for ref in (th.K1, th.K2, k2b):
+        th.apply(con, ref)
+    con.execute("CREATE TABLE old_history AS SELECT * FROM analytics.customer_history")
+    con.execute("DROP VIEW analytics.customer_history")
+    con.execute("CREATE TABLE analytics.customer_history AS SELECT * FROM old_history")
+    assert th.apply(con, th.K2) == "rebuilt"
+    assert con.execute(th.EXPORTS_QUERY).fetchall() == [
+        (th.K1.key, th.D1, 5, 1, None), (th.K2.key, th.D2, None, None, k2b.key),
+        (k2b.key, th.D2, 5, 0, None)]
+
+
+def test_the_history_view_is_restored_only_where_both_of_its_tables_are(history_con):
+    con = history_con
+    th.apply(con, th.K1)
+    expected = con.execute(th.HISTORY_QUERY).fetchall()
+    con.execute("DROP VIEW analytics.customer_history")
+    restore_views(con)
+    assert con.execute(th.HISTORY_QUERY).fetchall() == expected
+    con.execute("DROP VIEW analytics.customer_history")
+    con.execute("ALTER TABLE analytics.customer_last_seen RENAME TO last_seen_aside")
+    restore_views(con)  # the closed versions alone: no view, no error
+    con.execute("ALTER TABLE analytics.last_seen_aside RENAME TO customer_last_seen")
+    con.execute("ALTER TABLE analytics.customer_versions_closed RENAME TO closed_aside")
+    restore_views(con)  # the open versions alone: no view either
+    assert con.execute("SELECT count(*) FROM duckdb_views()"
+                       " WHERE view_name = 'customer_history'").fetchone()[0] == 0
