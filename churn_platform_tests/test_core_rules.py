@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 
 from churn_platform.core import backups, settings
 from churn_platform.core import warehouse as wh
-from churn_platform.core.errors import PlatformError, TransientError
+from churn_platform.core.errors import InputError, PlatformError, TransientError
 from churn_platform.core.export import postgres as pg
 from churn_platform.core.export import snapshots
 from churn_platform.core.fields import FIELDS
@@ -1657,3 +1657,27 @@ def test_a_utf8_bom_under_latin_1_is_refused_and_under_utf_8_skipped(tmp_path):
     assert header_problem(path, Dialect(encoding="latin-1")) == (
         "starts with a UTF-8 byte-order mark: the file is UTF-8, but the source mapping says"
         " csv.encoding: latin-1 (set utf-8)")
+
+
+# --- error texts the 2026-11-30 run left unanswered -------------------------------------------
+
+
+def test_a_warehouse_setting_duckdb_refuses_is_named_with_duckdbs_reason(tmp_path):
+    database = tmp_path / "w.duckdb"
+    with pytest.raises(InputError) as raised:
+        wh.connect(str(database), {"memory_limit": "lots"})
+    assert str(raised.value) == (
+        f"cannot open DuckDB file {database} with the settings {{'memory_limit': 'lots'}}"
+        " (CHURN_DUCKDB_*): Parser Error: Memory must have a number (e.g. 1GB)")
+
+
+def test_a_header_the_csv_module_cannot_parse_is_refused_with_its_reason(tmp_path):
+    """A carriage return inside the header line (a line ends at \\n only) is not a CSV record."""
+    path = write_csv(tmp_path / "cr.csv", "CustomerID,Age\rGender\nC-1,40,Male\n")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert raised.value.problem == ("line 1, the header, cannot be parsed (new-line character"
+                                    " seen in unquoted field - do you need to open the file in"
+                                    " universal-newline mode?)")
+    assert read_header(write_csv(tmp_path / "ok.csv", "CustomerID,Age\r\nC-1,40\n")) == [
+        "CustomerID", "Age"]
