@@ -213,3 +213,22 @@ def test_a_split_out_of_parity_is_refused_with_its_counts(conn):
                                             r" analytics 1, rejected 1, unaccounted"
                                             r" source_rows \[2\]"):
         wap.verify_split(conn, ["analytics.customer_churn"])
+
+
+def test_the_refusals_say_what_was_published_what_is_missing_and_what_to_do(conn):
+    split(conn, None, [1], None)
+    with pytest.raises(PlatformError) as raised:
+        wap.verify_split(conn, ["analytics.customer_churn", "analytics.rejected_rows"])
+    assert str(raised.value) == (
+        "publishing analytics.customer_churn, analytics.rejected_rows would leave"
+        " analytics.rejected_rows, staging.customer_churn missing beside the rest of the split."
+        " Materialize staging, analytics and rejected rows together, or run churn_elt_job."
+        " Nothing was published.")
+    split(conn, [1, 2, 3, 4, 5, 6, 7, 8], [1], [])
+    with pytest.raises(PlatformError) as raised:
+        wap.verify_split(conn, ["analytics.customer_churn", "analytics.churn_by_segment"])
+    assert str(raised.value) == (  # five unaccounted rows named, no more
+        "publishing analytics.customer_churn, analytics.churn_by_segment would break"
+        " row_count_parity: staging 8 rows, analytics 1, rejected 0, unaccounted source_rows"
+        " [2, 3, 4, 5, 6]. Materialize staging, analytics and rejected rows together, or run"
+        " churn_elt_job. Nothing was published; the previous tables stay.")
