@@ -1681,3 +1681,37 @@ def test_a_header_the_csv_module_cannot_parse_is_refused_with_its_reason(tmp_pat
                                     " universal-newline mode?)")
     assert read_header(write_csv(tmp_path / "ok.csv", "CustomerID,Age\r\nC-1,40\n")) == [
         "CustomerID", "Age"]
+
+
+# --- column descriptions and the clock --------------------------------------------------------
+
+
+def test_band_descriptions_name_each_bands_upper_bound_and_the_open_last_band():
+    from churn_platform.core.columns import describe
+    assert describe("analytics.customer_churn", "tenure_category") == (
+        "Tenure band: New (≤ 12), Medium (≤ 36), Long (above) months")
+    assert describe("analytics.customer_churn", "monthly_charges_category") == (
+        "Monthly charges band: Low (≤ 50), Medium (≤ 100), High (above)")
+
+
+def test_a_staging_column_nobody_described_is_a_source_column_elsewhere_undescribed():
+    from churn_platform.core.columns import STAGING_SOURCE_COLUMN, describe
+    assert describe("staging.customer_churn", "Region") == STAGING_SOURCE_COLUMN
+    assert describe("staging.customer_churn", "source_row") not in (None, STAGING_SOURCE_COLUMN)
+    assert describe("analytics.customer_churn", "Region") is None
+    assert describe("analytics.no_such_table", "Region") is None
+
+
+def test_the_clock_is_utc_whatever_the_local_zone(monkeypatch):
+    import time
+
+    from churn_platform.core.clock import utc_now
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = utc_now()
+        utc = datetime.now(timezone.utc).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert now.tzinfo is None and abs(utc - now) < timedelta(minutes=1)  # New York: 4-5 h off
