@@ -5,6 +5,7 @@ exact reasons, absent fields, safe storage and the stratified sample."""
 import dataclasses
 import io
 import zipfile
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -353,3 +354,69 @@ def test_training_needs_both_classes(frame):
     single[cm.LABEL] = 0
     with pytest.raises(ValueError, match="at least 5 churned"):
         cm.train(single)
+
+
+# --- scoring SQL's rules stated directly (tests written for mutation testing) ---------------
+
+
+def test_reasons_rank_by_absolute_contribution_ties_to_the_earlier_feature():
+    from churn_platform.core.churn_model_sql import _rank_sql, _reason_sql
+    names = ["a", "b", "c"]
+    reasons = ", ".join(f"{_reason_sql(names, k)} AS reason_{k + 1}" for k in range(3))
+
+    def ranked(a, b, c):
+        return duckdb.execute(
+            f"SELECT {reasons} FROM (SELECT *, {_rank_sql(names)} FROM (SELECT"
+            f" {a}::DOUBLE AS c_a, {b}::DOUBLE AS c_b, {c}::DOUBLE AS c_c))").fetchone()
+
+    assert ranked(0.5, -1.0, 0.2) == ("b lowers", "a raises", "c raises")
+    assert ranked(-1.0, 1.0, 0.0) == ("a lowers", "b raises", "c does not change")  # a tie
+    assert ranked(1.0, 1.0, 1.0) == ("a raises", "b raises", "c raises")
+    assert ranked(0.0, 0.0, 2.0) == ("c raises", "a does not change", "b does not change")
+    [(rank,)] = duckdb.execute(f"SELECT {_rank_sql(['a'])} FROM (SELECT 3.0 AS c_a)").fetchall()
+    assert rank == 0  # one feature: first, beaten by none
+
+
+def test_scores_hold_exactly_their_columns_the_version_and_the_kept_columns(con, model):
+    versioned = dataclasses.replace(model, version="v-1")
+    sql = scoring_sql(versioned, "analytics", where="churn_flag = 0",
+                      keep=("contract_type", "tenure"))
+    relation = con.execute(f"SELECT * FROM ({sql}) LIMIT 5")
+    assert [d[0] for d in relation.description] == [
+        "anonymized_customer_id", "churn_probability", "risk_band", "model_version",
+        "reason_1", "reason_2", "reason_3", "contract_type", "tenure"]
+    rows = relation.fetchall()
+    assert {r[3] for r in rows} == {"v-1"} and all(r[7] and r[8] is not None for r in rows)
+    unversioned = dataclasses.replace(model, version=None)
+    sql = scoring_sql(unversioned, "analytics")
+    assert con.execute(f"SELECT DISTINCT model_version FROM ({sql})").fetchall() == [(None,)]
+
+
+def test_a_score_summary_counts_each_band_segment_and_top_reason_leaving_out_nulls():
+    from churn_platform.core.churn_model_sql import score_summary_sql
+    scores = """SELECT * FROM (VALUES
+        ('v', 'High',   'Month-to-Month', 'New',  'Low',  'tenure lowers',        0.9),
+        ('v', 'High',   'Month-to-Month', 'New',  'High', 'tenure lowers',        0.7),
+        ('v', 'Medium', 'One-Year',       'Long', 'Low',  'contract_type raises', 0.4),
+        ('v', 'Low',    'One-Year',       NULL,   'Low',  NULL,                   0.1))
+        t(model_version, risk_band, contract_type, tenure_category, monthly_charges_category,
+          reason_1, churn_probability)"""
+    rows = duckdb.execute(
+        f"SELECT * EXCLUDE (avg_churn_probability), round(avg_churn_probability, 4)"
+        f" FROM ({score_summary_sql(scores)}) ORDER BY dimension, segment",
+        {"snapshot_id": "s1", "run_id": "r1", "snapshot_at": "2026-11-30 05:00:00"},
+    ).fetchall()
+    at = datetime(2026, 11, 30, 5)
+    assert rows == [(("s1", "r1", at, "v") + r) for r in [
+        ("contract_type", "Month-to-Month", 2, 2, 0, 0.8),
+        ("contract_type", "One-Year", 2, 0, 1, 0.25),
+        ("monthly_charges_category", "High", 1, 1, 0, 0.7),
+        ("monthly_charges_category", "Low", 3, 1, 1, 0.4667),
+        ("reason", "contract_type raises", 1, 0, 1, 0.4),
+        ("reason", "tenure lowers", 2, 2, 0, 0.8),
+        ("risk_band", "High", 2, 2, 0, 0.8),
+        ("risk_band", "Low", 1, 0, 0, 0.1),
+        ("risk_band", "Medium", 1, 0, 1, 0.4),
+        ("tenure_category", "Long", 1, 0, 1, 0.4),
+        ("tenure_category", "New", 2, 2, 0, 0.8),
+    ]]
