@@ -213,7 +213,11 @@ def test_a_bad_missing_exports_setting_is_named(monkeypatch, value):
 
 def test_a_name_whose_date_is_not_a_calendar_date_is_refused_quoting_the_whole_match(tmp_path):
     drop(tmp_path, "crm_20261399.csv")
-    [refused] = scan(tmp_path).refused
+    drop(tmp_path, "crm_2026-11-27.csv")  # after it in name order: still scanned
+    found = scan(tmp_path)
+    assert [e.name for e in found.exports] == ["crm_2026-11-27.csv"]
+    [refused] = found.refused
+    assert refused.path == tmp_path / "crm_20261399.csv"
     assert refused.reason == (
         "landing file crm_20261399.csv: '20261399' in its name is not a calendar date; rename"
         f" the file or change {settings.LANDING_DATE_PATTERN_ENV}")
@@ -319,3 +323,30 @@ def test_without_a_key_landing_mode_says_why_and_how_to_set_one(monkeypatch):
         " and keep it: changing it starts history over")
     monkeypatch.setenv(key, "k" * 32)
     landing.require_stable_pseudonyms()
+
+
+def test_a_file_that_fails_while_hashed_waits_or_is_refused_and_the_scan_goes_on(tmp_path,
+                                                                                monkeypatch):
+    """The faults of reading a file that passed the scan's checks (a race with its writer, a
+    disk error) cannot be staged for real here: `_read_hash` raises them for chosen names."""
+    faults = {"b.csv": BlockingIOError("changed while being read"),
+              "c.csv": OSError(5, "Input/output error"),
+              "d.csv": ValueError("not a regular file"),
+              "e.csv": OSError("no errno")}
+    real = landing._read_hash
+
+    def read_hash(path):
+        if path.name in faults:
+            raise faults[path.name]
+        return real(path)
+
+    monkeypatch.setattr(landing, "_read_hash", read_hash)
+    for name in ("a.csv", "b.csv", "c.csv", "d.csv", "e.csv", "f.csv"):
+        drop(tmp_path, name, f"CustomerID\n{name}\n")
+    found = scan(tmp_path)
+    assert found.waiting == [tmp_path / "b.csv"]
+    assert [(r.path, r.reason) for r in found.refused] == [
+        (tmp_path / "c.csv", "cannot be read: Input/output error"),
+        (tmp_path / "d.csv", "cannot be read: not a regular file"),
+        (tmp_path / "e.csv", "cannot be read: no errno")]
+    assert [e.name for e in found.exports] == ["a.csv", "f.csv"]
