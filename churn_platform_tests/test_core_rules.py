@@ -1715,3 +1715,20 @@ def test_the_clock_is_utc_whatever_the_local_zone(monkeypatch):
         monkeypatch.undo()
         time.tzset()
     assert now.tzinfo is None and abs(utc - now) < timedelta(minutes=1)  # New York: 4-5 h off
+
+
+def test_a_key_needs_32_characters_and_10_distinct_ones_and_its_refusal_never_shows_it():
+    from churn_platform.core.pseudonymize import WeakKeyError, checked_key
+    ten = "0123456789"
+    good = (ten * 4)[:32]
+    assert checked_key(good, "K") == good.encode()
+    assert checked_key("0123456788" + "9" * 22, "K") == ("0123456788" + "9" * 22).encode()
+    for weak in (good[:31], "012345678" * 4):  # 31 characters; 36 but only 9 distinct
+        with pytest.raises(WeakKeyError) as raised:
+            checked_key(weak, "CHURN_KEY")
+        assert weak not in str(raised.value) and str(len(weak)) not in str(raised.value)
+        assert str(raised.value) == (
+            "CHURN_KEY is too weak: a key needs at least 32 characters, at least 10 of them"
+            " different, or pseudonyms can be reversed by guessing it. Make one with: python -c"
+            ' "import secrets; print(secrets.token_urlsafe(32))" (or unset CHURN_KEY for random'
+            " pseudonyms per run).")
