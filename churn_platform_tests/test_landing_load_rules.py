@@ -310,3 +310,68 @@ def test_the_history_view_is_restored_only_where_both_of_its_tables_are(history_
     restore_views(con)  # the open versions alone: no view either
     assert con.execute("SELECT count(*) FROM duckdb_views()"
                        " WHERE view_name = 'customer_history'").fetchone()[0] == 0
+
+
+# --- the latest export (core/latest_export.py): what landing mode's staging reads -------------
+
+
+def test_the_latest_export_is_the_newest_date_then_arrival_then_file_name(folder, database):
+    from churn_platform.core.latest_export import latest_export
+    earlier = int(time.time()) - 100
+    files = {"b": (D2, "A", earlier), "z": (D1, "B", earlier - 50), "a": (D2, "C", earlier)}
+    for name, (day, customer, arrived) in files.items():
+        path = folder / f"{name}_{day.isoformat()}.csv"
+        path.write_text("\n".join([HEADER, row(customer, 5, "One-Year", "No")]) + "\n")
+        os.utime(path, (arrived, arrived))
+    exports = {e.name[0]: e for e in landing.scan(folder, settle_s=0).exports}
+    with duckdb.connect(str(database)) as conn:
+        assert latest_export(conn) is None  # nothing loaded
+        conn.execute("CREATE SCHEMA landing")
+        conn.execute(ll._CREATE_ROWS)
+        assert latest_export(conn) is None  # rows' table, no history yet
+        for name in ("b", "z"):
+            ll.load_export(conn, exports[name], MAPPING, KEY, 1)
+        latest = latest_export(conn)
+        assert (latest.key, latest.export_date, latest.source_file) == (
+            exports["b"].partition_key, D2, str(exports["b"].path))  # the later date
+        ll.load_export(conn, exports["a"], MAPPING, KEY, 1)
+        # Same date, same arrival: the file name decides (its last path part), b_ after a_.
+        assert latest_export(conn).key == exports["b"].partition_key
+        # A later arrival of the same date wins over the file name; rows without history do
+        # not count.
+        four = export_of(folder, D2, [HEADER, row("D", 5, "One-Year", "No")],
+                         name="a2_2026-02-17.csv")  # written now: arrived after b_
+        ll.load_rows(conn, four, MAPPING.path)
+        assert latest_export(conn).key == exports["b"].partition_key
+        ll.load_export(conn, four, MAPPING, KEY, 1)
+        assert latest_export(conn).key == four.partition_key
+        conn.execute("DROP TABLE analytics.history_exports")
+        assert latest_export(conn) is None  # history gone: nothing counts as loaded
+
+
+def test_staging_from_an_export_holds_its_own_columns_then_stagings(folder, database):
+    from churn_platform.core.latest_export import LatestExport, staging_from_export
+    one = export_of(folder, D1, [HEADER, row("A", 5, "One-Year", "No")])
+    two = export_of(folder, D2, [HEADER + ",Region", row("B", 6, "One-Year", "No") + ",North"])
+    with duckdb.connect(str(database)) as conn:
+        for export in (one, two):
+            ll.load_rows(conn, export, MAPPING.path)
+        latest = LatestExport(one.partition_key, D1, str(one.path))
+        table = staging_from_export(conn, latest)
+        relation = conn.execute(table.sql, dict(table.params))
+        columns = [d[0] for d in relation.description]
+        assert columns == [*HEADER.split(","), "load_timestamp", "source_file", "source_row",
+                           "source_mapping_sha256"]
+        assert [r[0] for r in relation.fetchall()] == ["C-A"]
+        assert table.metadata == {"export": one.partition_key, "export_date": "2026-01-20",
+                                  "source_file": str(one.path), "source_columns": 10}
+        assert table.error_context == f"staging export {one.partition_key}"
+        table.verify(1)
+        with pytest.raises(InputError) as raised:
+            table.verify(0)
+        assert str(raised.value) == (
+            f"export {one.partition_key} ({one.path}) has no rows in landing.export_rows:"
+            " materialize its partition again")
+        other = staging_from_export(conn, LatestExport(two.partition_key, D2, "x"))
+        assert "Region" in [d[0] for d in conn.execute(other.sql, dict(other.params)).description]
+        assert other.metadata["source_columns"] == 11
