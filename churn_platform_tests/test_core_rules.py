@@ -1732,3 +1732,31 @@ def test_a_key_needs_32_characters_and_10_distinct_ones_and_its_refusal_never_sh
             " different, or pseudonyms can be reversed by guessing it. Make one with: python -c"
             ' "import secrets; print(secrets.token_urlsafe(32))" (or unset CHURN_KEY for random'
             " pseudonyms per run).")
+
+
+def test_a_malformed_dsn_is_refused_with_advice_and_without_its_text():
+    with pytest.raises(InputError) as raised:
+        pg.parse_dsn("host=db password='s3cret")  # an unterminated quote
+    assert "s3cret" not in str(raised.value)
+    assert str(raised.value) == (
+        "CHURN_METRICS_DSN is not a valid libpq connection string (its text is not shown: it"
+        " holds the password). Quote a value with spaces or quotes as password='a b' (\\' and"
+        " \\\\ inside), or use a postgresql:// URI with percent-encoded parts.")
+    assert pg.parse_dsn("host=db password='a b'") == {"host": "db", "password": "a b"}
+
+
+def test_landing_and_model_folders_and_the_settle_time_default_or_follow_the_environment(
+        monkeypatch):
+    for name in ("CHURN_LANDING_DIR", "CHURN_LANDING_SETTLE_SECONDS", "CHURN_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.landing_dir() is None
+    assert settings.landing_settle_seconds() == 10.0
+    assert settings.model_dir() == settings.PROJECT_ROOT / "data" / "models"
+    monkeypatch.setenv("CHURN_LANDING_DIR", "")
+    assert settings.landing_dir() is None  # empty: single-file mode
+    monkeypatch.setenv("CHURN_LANDING_DIR", "/srv/landing")
+    monkeypatch.setenv("CHURN_LANDING_SETTLE_SECONDS", "2.5")
+    monkeypatch.setenv("CHURN_MODEL_DIR", "/srv/models")
+    assert settings.landing_dir() == Path("/srv/landing")
+    assert settings.landing_settle_seconds() == 2.5
+    assert settings.model_dir() == Path("/srv/models")
