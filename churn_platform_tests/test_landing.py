@@ -213,9 +213,9 @@ def test_a_bad_missing_exports_setting_is_named(monkeypatch, value):
 
 def test_a_name_whose_date_is_not_a_calendar_date_is_refused_quoting_the_whole_match(tmp_path):
     drop(tmp_path, "crm_20261399.csv")
-    drop(tmp_path, "crm_2026-11-27.csv")  # after it in name order: still scanned
+    drop(tmp_path, "crm_z_2026-11-27.csv")  # after it in name order: still scanned
     found = scan(tmp_path)
-    assert [e.name for e in found.exports] == ["crm_2026-11-27.csv"]
+    assert [e.name for e in found.exports] == ["crm_z_2026-11-27.csv"]
     [refused] = found.refused
     assert refused.path == tmp_path / "crm_20261399.csv"
     assert refused.reason == (
@@ -350,3 +350,12 @@ def test_a_file_that_fails_while_hashed_waits_or_is_refused_and_the_scan_goes_on
         (tmp_path / "d.csv", "cannot be read: not a regular file"),
         (tmp_path / "e.csv", "cannot be read: no errno")]
     assert [e.name for e in found.exports] == ["a.csv", "f.csv"]
+
+
+def test_a_later_copy_of_an_export_is_a_duplicate_of_the_first_and_sizes_are_the_files(tmp_path):
+    drop(tmp_path, "a_2026-11-01.csv", "CustomerID\nA1\n")
+    drop(tmp_path, "b_2026-11-01.csv", "CustomerID\nA1\n")
+    found = scan(tmp_path)
+    [export] = found.exports
+    assert export.name == "a_2026-11-01.csv" and export.size == len("CustomerID\nA1\n")
+    assert found.duplicates == [(tmp_path / "b_2026-11-01.csv", export.partition_key)]
