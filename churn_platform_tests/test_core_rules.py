@@ -1760,3 +1760,59 @@ def test_landing_and_model_folders_and_the_settle_time_default_or_follow_the_env
     assert settings.landing_dir() == Path("/srv/landing")
     assert settings.landing_settle_seconds() == 2.5
     assert settings.model_dir() == Path("/srv/models")
+
+
+# --- warehouse.transaction, table_exists and write_table's own error text (new 2026-11-30) -----
+
+
+def test_table_exists_only_for_a_table_of_this_database_in_that_schema():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t (a INT); CREATE VIEW s.v AS SELECT 1 AS a")
+    conn.execute("ATTACH ':memory:' AS other")
+    conn.execute("CREATE SCHEMA other.o; CREATE TABLE other.o.u (a INT)")
+    assert wh.table_exists(conn, "s.t")
+    assert not wh.table_exists(conn, "s.v")  # a view
+    assert not wh.table_exists(conn, "main.t")  # another schema
+    assert not wh.table_exists(conn, "o.u")  # another database's table
+
+
+def test_a_transaction_commits_whole_or_rolls_back_and_names_the_failure():
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (a INT)")
+    with wh.transaction(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.execute("SELECT a FROM t").fetchall() == [(1,)]
+    with pytest.raises(duckdb.ConversionException):  # no failure text: DuckDB's own error
+        with wh.transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            conn.execute("INSERT INTO t VALUES (CAST('x' AS INT))")
+    with pytest.raises(InputError) as raised:
+        with wh.transaction(conn, "adding rows", InputError):
+            conn.execute("INSERT INTO t VALUES (3)")
+            conn.execute("INSERT INTO t VALUES (CAST('x' AS INT))")
+    assert type(raised.value) is InputError
+    assert str(raised.value).startswith(
+        "adding rows: Conversion Error: Could not convert string 'x' to INT32")
+    with pytest.raises(PlatformError) as raised:
+        with wh.transaction(conn, "adding more"):
+            conn.execute("INSERT INTO t VALUES (CAST('y' AS INT))")
+    assert type(raised.value) is PlatformError and str(raised.value).startswith("adding more: ")
+    with pytest.raises(KeyError):  # anything else ends it too, rolled back
+        with wh.transaction(conn, "adding rows"):
+            conn.execute("INSERT INTO t VALUES (4)")
+            raise KeyError("stop")
+    assert conn.execute("SELECT a FROM t").fetchall() == [(1,)]
+    conn.execute("INSERT INTO t VALUES (5)")  # no transaction left open
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+
+
+def test_a_failed_write_without_an_error_context_names_the_table():
+    conn = duckdb.connect()
+    with pytest.raises(PlatformError) as raised:
+        wh.write_table(conn, "s", "t", wh.SqlTable("SELECT CAST('x' AS INTEGER) AS a"))
+    assert str(raised.value).startswith(
+        'writing "s"."t": Conversion Error: Could not convert string \'x\' to INT32')
+    with pytest.raises(PlatformError) as raised:
+        wh.write_table(conn, "s", "t", wh.SqlTable("SELECT CAST('x' AS INTEGER) AS a",
+                                                   error_context="loading s.t"))
+    assert str(raised.value).startswith("loading s.t: Conversion Error")
