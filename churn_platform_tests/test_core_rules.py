@@ -1816,3 +1816,86 @@ def test_a_failed_write_without_an_error_context_names_the_table():
         wh.write_table(conn, "s", "t", wh.SqlTable("SELECT CAST('x' AS INTEGER) AS a",
                                                    error_context="loading s.t"))
     assert str(raised.value).startswith("loading s.t: Conversion Error")
+
+
+# --- model files in backups (core/backup_models.py) ---------------------------------------------
+
+
+def stored_model(model_dir: Path, content: bytes) -> str:
+    version = hashlib.sha256(content).hexdigest()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / f"{version}.skops").write_bytes(content)
+    return version
+
+
+def test_the_recorded_versions_are_the_distinct_sha256_named_ones_in_order():
+    from churn_platform.core.backup_models import recorded_versions
+    conn = duckdb.connect()
+    assert recorded_versions(conn) == []  # no evaluations table
+    conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                  " (model_version VARCHAR)")
+    a, b = "a" * 64, "0" * 63 + "1"
+    conn.execute("INSERT INTO analytics.churn_model_evaluations VALUES (?), (?), (?), (NULL),"
+                 " ('not-a-sha'), (?)", [a, b, a, "A" * 64])
+    assert recorded_versions(conn) == [b, a]
+
+
+def test_backing_up_models_copies_each_as_numbered_files_and_says_why_one_was_not(tmp_path):
+    from churn_platform.core.backup_manifest import Model
+    from churn_platform.core.backup_models import back_up_models
+    models, folder = tmp_path / "models", tmp_path / "backup"
+    folder.mkdir()
+    one, two = stored_model(models, b"model one"), stored_model(models, b"model two")
+    changed = stored_model(models, b"model three")
+    (models / f"{changed}.skops").write_bytes(b"rewritten")
+    missing = "f" * 64
+    (models / "folder").mkdir()
+    linked = "e" * 64
+    (models / f"{linked}.skops").symlink_to(models / f"{one}.skops")
+    copied, skipped = back_up_models([one, missing, changed, linked, two], models, folder)
+    assert copied == [Model("model-001.skops", one, 9), Model("model-002.skops", two, 9)]
+    assert (folder / "model-001.skops").read_bytes() == b"model one"
+    assert (folder / "model-002.skops").read_bytes() == b"model two"
+    assert sorted(p.name for p in folder.iterdir()) == ["model-001.skops", "model-002.skops"]
+    assert oct((folder / "model-001.skops").stat().st_mode & 0o777) == "0o600"
+    rewritten = hashlib.sha256(b"rewritten").hexdigest()
+    assert skipped == {
+        missing: f"{models / (missing + '.skops')} is missing",
+        changed: f"{models / (changed + '.skops')} changed since it was stored (SHA-256"
+                 f" {rewritten})",
+        linked: f"{models / (linked + '.skops')} cannot be read as a regular file (Too many"
+                " levels of symbolic links)",
+    }
+
+
+def test_restoring_models_copies_the_missing_keeps_the_same_and_refuses_another(tmp_path):
+    from churn_platform.core.backup_manifest import BackupRefused, Model
+    from churn_platform.core.backup_models import check_models, restore_models
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "model-001.skops").write_bytes(b"model one")
+    (backup / "model-002.skops").write_bytes(b"model two")
+    one = Model("model-001.skops", hashlib.sha256(b"model one").hexdigest(), 9)
+    two = Model("model-002.skops", hashlib.sha256(b"model two").hexdigest(), 9)
+    target = tmp_path / "restored" / "models"
+    stored_model(target, b"model two")  # already there, the same
+    assert restore_models(backup, [one, two], target) == [target / f"{one.version}.skops"]
+    assert (target / f"{one.version}.skops").read_bytes() == b"model one"
+    fresh = tmp_path / "fresh" / "models"
+    assert restore_models(backup, [two], fresh) == [fresh / f"{two.version}.skops"]
+    assert oct(fresh.stat().st_mode & 0o777) == "0o700"
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [f"{one.version}.skops", f"{two.version}.skops"])  # no partial file left
+    assert restore_models(backup, [one, two], target) == []  # both present: nothing written
+    (target / f"{two.version}.skops").write_bytes(b"someone else's")
+    for call in (check_models, restore_models):
+        with pytest.raises(BackupRefused) as raised:
+            call(backup, [one, two], target)
+        assert raised.value.why == (
+            f"{target / (two.version + '.skops')} exists with other content than model"
+            f" {two.version}: move it away, then restore again")
+    (target / f"{two.version}.skops").unlink()
+    (target / f"{two.version}.skops").mkdir()  # not even a file: refused as well
+    with pytest.raises(BackupRefused):
+        check_models(backup, [two], target)
+    check_models(backup, [one], target)  # the same file: fine
