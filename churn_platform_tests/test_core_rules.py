@@ -1,11 +1,13 @@
 """Rules of the core stated on both sides of each boundary, small and without Dagster: the tests
 written to kill the mutants that survived mutation testing (docs/mutation-testing.md)."""
 
+import base64
 import dataclasses
 import hashlib
 import hmac
 import json
 import os
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1899,3 +1901,77 @@ def test_restoring_models_copies_the_missing_keeps_the_same_and_refuses_another(
     with pytest.raises(BackupRefused):
         check_models(backup, [two], target)
     check_models(backup, [one], target)  # the same file: fine
+
+
+# --- whole tables and Grafana's reader role (export code changed since 2026-11-29) ------------
+
+
+def test_a_whole_table_is_its_columns_in_order_or_none_without_the_table():
+    spec = snapshots.WholeTable("t", ("b", "a"), "s.t")
+    conn = duckdb.connect()
+    assert snapshots.whole_rows(conn, spec) is None
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT * FROM"
+                 " (VALUES (1, 'y', 0), (2, 'x', 0)) v(a, b, c)")
+    assert snapshots.whole_rows(conn, spec) == [("x", 2), ("y", 1)]
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier (RFC 5803) was made from `password`."""
+    iterations, salt, stored = re.fullmatch(
+        r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):.+", verifier).groups()
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt),
+                                 int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return base64.b64encode(hashlib.sha256(client_key).digest()).decode() == stored
+
+
+def test_the_reader_gets_a_scram_verifier_of_its_password_whatever_the_servers_default(
+        metrics):
+    """The test server trusts every login, so the password is checked in pg_authid."""
+    role = f"reader_{os.urandom(4).hex()}"  # roles outlive the test's database
+    metrics.execute("SET password_encryption = 'md5'")
+    pg.grant_reader(metrics, role, "pw-1")
+    query = "SELECT rolpassword FROM pg_authid WHERE rolname = %s"
+    [(stored,)] = metrics.execute(query, [role]).fetchall()
+    assert scram_matches(stored, "pw-1") and not scram_matches(stored, role)
+    pg.grant_reader(metrics, role, "pw-2")  # exists: its password is changed
+    [(stored,)] = metrics.execute(query, [role]).fetchall()
+    assert scram_matches(stored, "pw-2")
+    metrics.rollback()
+
+
+def test_a_reader_role_with_powers_or_memberships_is_refused_naming_them(metrics):
+    tag = os.urandom(4).hex()
+    metrics.commit()  # the schema stays; each refusal below is rolled back to a savepoint
+    for role, create, powers in (
+            (f"powerful_{tag}", "CREATE ROLE {} CREATEDB BYPASSRLS", "CREATEDB, BYPASSRLS"),
+            (f"writer_{tag}", "CREATE ROLE {}; GRANT pg_write_all_data TO {}",
+             "membership in pg_write_all_data"),
+            (f"both_{tag}", "CREATE ROLE {} CREATEROLE; GRANT pg_read_all_data TO {}",
+             "CREATEROLE, membership in pg_read_all_data")):
+        with pytest.raises(InputError) as raised:
+            with metrics.transaction():
+                metrics.execute(create.replace("{}", role))
+                pg.grant_reader(metrics, role, "pw")
+        assert str(raised.value) == (
+            f"metrics database: role {role} (CHURN_GRAFANA_DB_USER) exists with {powers}: it is"
+            " not a read-only role; name another role, or drop that one")
+    metrics.rollback()
+
+
+def test_an_exporter_without_createrole_is_told_what_it_needs(metrics, pg_dsn):
+    exporter, reader = f"exporter_{os.urandom(4).hex()}", f"reader_{os.urandom(4).hex()}"
+    metrics.execute(f"CREATE ROLE {exporter} LOGIN")
+    metrics.commit()
+    try:
+        with psycopg.connect(make_conninfo(pg_dsn, user=exporter)) as conn:
+            with pytest.raises(InputError) as raised:
+                pg.grant_reader(conn, reader, "pw")
+    finally:
+        metrics.execute(f"DROP ROLE {exporter}")
+        metrics.commit()
+    assert str(raised.value) == (
+        f"metrics database: the exporter may not manage Grafana's role {reader} (permission"
+        " denied to create role); it needs CREATEROLE, and to own the database (to grant CONNECT"
+        " on it): as a superuser, CREATE ROLE <exporter> LOGIN CREATEROLE PASSWORD '...'; CREATE"
+        " DATABASE <metrics> OWNER <exporter>")

@@ -345,6 +345,8 @@ def test_the_latest_export_is_the_newest_date_then_arrival_then_file_name(folder
         assert latest_export(conn).key == exports["b"].partition_key
         ll.load_export(conn, four, MAPPING, KEY, 1)
         assert latest_export(conn).key == four.partition_key
+        conn.execute("DELETE FROM analytics.history_exports")
+        assert latest_export(conn) is None  # both tables, no export in history
         conn.execute("DROP TABLE analytics.history_exports")
         assert latest_export(conn) is None  # history gone: nothing counts as loaded
 
