@@ -4,6 +4,7 @@ exact reasons, absent fields, safe storage and the stratified sample."""
 
 import dataclasses
 import io
+import json
 import zipfile
 from datetime import datetime
 
@@ -420,3 +421,84 @@ def test_a_score_summary_counts_each_band_segment_and_top_reason_leaving_out_nul
         ("tenure_category", "Long", 1, 0, 1, 0.4),
         ("tenure_category", "New", 2, 2, 0, 0.8),
     ]]
+
+
+# --- storing and loading rules stated for mutation testing ------------------------------------
+
+
+def test_a_saved_model_is_owner_only_in_new_folders_and_knows_its_version(tmp_path, model):
+    copy = dataclasses.replace(model, version=None)
+    path, version = cm.save_model(copy, tmp_path / "new" / "models")
+    assert copy.version == version
+    assert oct((tmp_path / "new" / "models").stat().st_mode & 0o777) == "0o700"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+
+
+def test_a_renamed_file_loads_with_its_recorded_version_and_not_without(tmp_path, model):
+    path, version = cm.save_model(dataclasses.replace(model, version=None), tmp_path)
+    renamed = path.rename(tmp_path / "renamed.skops")
+    loaded = cm.load_model(renamed, version)
+    assert loaded.version == version and loaded.evaluation == model.evaluation
+    assert cm.load_linear_model(renamed, version).evaluation == model.evaluation
+    for load in (cm.load_model, cm.load_linear_model):
+        with pytest.raises(cm.ModelIntegrityError) as raised:
+            load(renamed)
+        actual = cm.model_version(renamed.read_bytes())
+        assert str(raised.value) == (
+            f"model file {renamed} has SHA-256 {actual}, not the recorded version renamed: it"
+            " was changed after it was stored; refusing to load it")
+
+
+def stored(tmp_path, data: bytes, name=None):
+    path = tmp_path / f"{name or cm.model_version(data)}.skops"
+    path.write_bytes(data)
+    return path
+
+
+def with_card(data: bytes, card: dict) -> bytes:
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr(cm.CARD_MEMBER, json.dumps(card))
+    return buffer.getvalue()
+
+
+def test_older_files_load_whole_with_their_recorded_version_under_any_name(tmp_path, model):
+    card = json.loads(cm._card(model))
+    no_member = sio.dumps({"pipeline": model.pipeline, "card": cm._card(model)})
+    no_form = with_card(no_member, {k: v for k, v in card.items() if k != "linear_form"})
+    for data in (no_member, no_form):
+        path = stored(tmp_path, data, name="renamed")
+        loaded = cm.load_linear_model(path, cm.model_version(data))
+        assert loaded.pipeline is not None and loaded.version == cm.model_version(data)
+        assert loaded.linear_form() == model.linear_form()
+
+
+def test_a_file_of_another_format_or_not_a_zip_is_refused_naming_it(tmp_path, model):
+    card = json.loads(cm._card(model))
+    other = {**card, "format": "churn_platform.churn_model/0"}
+    data = with_card(sio.dumps({"pipeline": model.pipeline, "card": json.dumps(other)}), other)
+    path = stored(tmp_path, data)
+    for load in (cm.load_model, cm.load_linear_model):
+        with pytest.raises(cm.ModelIntegrityError) as raised:
+            load(path)
+        assert str(raised.value) == f"model file {path} is not in format {cm.FORMAT}"
+    path = stored(tmp_path, b"not a zip file")
+    with pytest.raises(cm.ModelIntegrityError) as raised:
+        cm.load_linear_model(path)
+    assert str(raised.value) == f"model file {path} cannot be read: File is not a zip file"
+
+
+class Stowaway:
+    """A second type no trusted list names."""
+
+
+def test_every_untrusted_type_is_named(tmp_path):
+    path = stored(tmp_path, sio.dumps({"pipeline": Intruder(), "card": Stowaway()}))
+    with pytest.raises(cm.ModelIntegrityError) as raised:
+        cm.load_model(path)
+    prefix = f"model file {path} holds types outside the trusted list: "
+    assert str(raised.value).startswith(prefix)
+    assert sorted(str(raised.value)[len(prefix):].split(", ")) == [
+        "churn_platform_tests.test_churn_model.Intruder",
+        "churn_platform_tests.test_churn_model.Stowaway"]
