@@ -502,3 +502,43 @@ def test_every_untrusted_type_is_named(tmp_path):
     assert sorted(str(raised.value)[len(prefix):].split(", ")) == [
         "churn_platform_tests.test_churn_model.Intruder",
         "churn_platform_tests.test_churn_model.Stowaway"]
+
+
+def test_the_gate_bars_hold_at_their_tolerance_and_say_why_in_full():
+    at_minimum = cm.MIN_ROC_AUC - cm._TOLERANCE
+    assert cm.gate(at_minimum).promoted and not cm.gate(at_minimum - 1e-9).promoted
+    near = cm.NEAR_PERFECT_ROC_AUC - cm._TOLERANCE
+    assert cm.gate(near).warnings and not cm.gate(near - 1e-9).warnings
+    assert cm.gate(float("nan")) == cm.GateDecision(
+        False, "refused: ROC AUC could not be computed", [])
+    assert cm.gate(0.6) == cm.GateDecision(
+        False, "refused: cross-validated ROC AUC 0.6000 is below the minimum 0.70; the labels"
+               " carry too little signal in these features", [])
+    assert cm.gate(0.995).warnings == [
+        "ROC AUC 0.9950 is near-perfect (at least 0.99): on real churn data that points to a"
+        " leaked feature or a deterministic rule, not a model"]
+
+
+def test_scoring_a_stored_model_names_every_feature_the_data_lacks(model, frame):
+    lacking = frame.drop(columns=["tenure", "contract_type"])
+    with pytest.raises(ValueError) as raised:
+        cm.roc_auc_on(model, lacking)
+    assert str(raised.value) == "the model needs tenure, contract_type, which the data lacks"
+
+
+def test_contributions_keep_the_rows_index(model, frame):
+    rows = frame.iloc[[5, 2, 9]]
+    out = cm.contributions(model, rows)
+    assert list(out.index) == list(rows.index) == [5, 2, 9]
+    assert list(out.columns) == list(model.selection.features)
+
+
+def test_a_models_card_does_not_depend_on_the_order_of_its_mappings(model):
+    def reordered(value):
+        if isinstance(value, dict):
+            return {k: reordered(v) for k, v in reversed(list(value.items()))}
+        return value
+
+    copy = dataclasses.replace(model, category_frequencies=reordered(model.category_frequencies))
+    assert list(copy.category_frequencies) != list(model.category_frequencies)
+    assert cm._card(copy) == cm._card(model)
