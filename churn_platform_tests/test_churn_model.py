@@ -542,3 +542,29 @@ def test_a_models_card_does_not_depend_on_the_order_of_its_mappings(model):
     copy = dataclasses.replace(model, category_frequencies=reordered(model.category_frequencies))
     assert list(copy.category_frequencies) != list(model.category_frequencies)
     assert cm._card(copy) == cm._card(model)
+
+
+def test_a_fresh_models_categories_average_zero_and_unseen_ones_score_as_scikit_learn(frame):
+    """Trained here, not taken from the module's fixture: mutation testing maps a function to
+    the tests that call it, and a shared fixture calls it for its first test only."""
+    model = cm.train(frame.head(3000))
+    form = cm._linear_form(model)
+    for name, weights in form.categorical.items():
+        frequencies = model.category_frequencies[name]
+        assert abs(sum(w * frequencies[c] for c, w in weights.items())) < 1e-12
+    rows = frame.head(2).copy()
+    rows["contract_type"] = ["Weekly", None]
+    rows["internet_service"] = ["Satellite", "DSL"]
+    features = rows[list(model.selection.features)]
+    model.form = form
+    logit = form.baseline + cm.contributions(model, rows).sum(axis=1)
+    assert np.abs(logit - model.pipeline.decision_function(features)).max() < 1e-9
+
+
+def test_the_gate_against_a_promoted_model_says_why_in_full_without_warnings():
+    assert cm.gate(0.79, 0.80) == cm.GateDecision(
+        True, "promoted: ROC AUC 0.7900 reaches the minimum 0.70 and is not more than 0.02"
+              " below the promoted model's 0.8000 on the same data", [])
+    assert cm.gate(0.75, 0.80) == cm.GateDecision(
+        False, "refused: ROC AUC 0.7500 is 0.0500 below the promoted model's 0.8000 on the same"
+               " data (at most 0.02 allowed)", [])
