@@ -5,11 +5,14 @@ exact reasons, absent fields, safe storage and the stratified sample."""
 import dataclasses
 import io
 import json
+import math
+import warnings
 import zipfile
 from datetime import datetime
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
 
@@ -568,3 +571,54 @@ def test_the_gate_against_a_promoted_model_says_why_in_full_without_warnings():
     assert cm.gate(0.75, 0.80) == cm.GateDecision(
         False, "refused: ROC AUC 0.7500 is 0.0500 below the promoted model's 0.8000 on the same"
                " data (at most 0.02 allowed)", [])
+
+
+def test_bands_count_rows_at_or_above_each_cut_and_nan_without_any():
+    y, scores = np.array([0, 1, 0, 1]), np.array([0.1, 0.5, 0.5, 0.9])
+    bands = cm.choose_bands(y, scores)
+    high = float(np.quantile(scores, 0.9))
+    assert bands == pytest.approx(cm.RiskBands(0.5, high, 2 / 3, 1.0, 0.75, 0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice
+        empty = cm.choose_bands(np.array([0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert math.isnan(empty.medium_precision) and math.isnan(empty.high_precision)
+    assert (empty.medium, empty.high, empty.medium_share, empty.high_share) == (
+        0.75, 0.75, 0.0, 0.0)
+
+
+def test_labels_must_be_0_or_1_with_5_of_each_class():
+    base = pd.DataFrame({cm.LABEL: [0] * 5 + [1] * 5})
+    assert list(cm._labels(base)) == [0] * 5 + [1] * 5
+    for bad in ([0] * 5 + [1] * 4 + [2], [0] * 5 + [1] * 4 + [None]):
+        with pytest.raises(ValueError) as raised:
+            cm._labels(pd.DataFrame({cm.LABEL: bad}))
+        assert str(raised.value) == f"{cm.LABEL} must be 0 or 1 in every row"
+    with pytest.raises(ValueError) as raised:
+        cm._labels(pd.DataFrame({cm.LABEL: [0] * 5 + [1] * 4}))
+    assert str(raised.value) == f"{cm.LABEL} needs at least 5 churned and 5 retained rows"
+
+
+def test_feature_selection_says_why_each_field_is_left_out(frame):
+    selection = cm.select_features(frame.drop(columns=["age"]))
+    assert selection.left_out["age"] == "not in the table"
+    broken = frame.copy()
+    broken.loc[broken.index[:2], "tenure"] = None
+    with pytest.raises(ValueError) as raised:
+        cm.select_features(broken)
+    assert str(raised.value) == ("tenure: 2 NULL values in a present field; analytics should"
+                                 " have imputed them")
+    absent = (*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES)
+    with pytest.raises(ValueError) as raised:
+        cm.train(frame, absent=absent)
+    assert str(raised.value) == "no feature left to train on: " + json.dumps(
+        {name: "absent from the source" for name in absent})
+
+
+def test_training_is_reproducible_by_its_seed_and_cross_validates_shuffled(frame):
+    rows = frame.head(2000)
+    first, again, other = (cm.train(rows, seed=s) for s in (1, 1, 2))
+    assert first.evaluation == again.evaluation and first.bands == again.bands
+    assert first.evaluation.roc_auc != other.evaluation.roc_auc  # other folds, other scores
+    frequencies = first.category_frequencies["contract_type"]
+    assert frequencies == pytest.approx(
+        rows["contract_type"].value_counts(normalize=True).to_dict())
