@@ -1975,3 +1975,57 @@ def test_an_exporter_without_createrole_is_told_what_it_needs(metrics, pg_dsn):
         " denied to create role); it needs CREATEROLE, and to own the database (to grant CONNECT"
         " on it): as a superuser, CREATE ROLE <exporter> LOGIN CREATEROLE PASSWORD '...'; CREATE"
         " DATABASE <metrics> OWNER <exporter>")
+
+
+# --- models in manifest version 2 (backup_manifest._model, Model) -------------------------------
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def model_entry(**edits) -> dict:
+    return {"file": "model-001.skops", "version": SHA_A, "size_bytes": 0, **edits}
+
+
+def test_a_manifest_lists_its_models_and_writes_them_back_alike():
+    second = model_entry(file="model-002.skops", version=SHA_B, size_bytes=7)
+    contents = bm.parse_manifest(document(models=[model_entry(), second]))
+    assert contents.models == [bm.Model("model-001.skops", SHA_A, 0),
+                               bm.Model("model-002.skops", SHA_B, 7)]
+    assert [m.as_json() for m in contents.models] == [model_entry(), second]
+
+
+MODEL_FIELDS = ("model 2 of the manifest does not have exactly the fields"
+                " ['file', 'size_bytes', 'version']")
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("model-002.skops", MODEL_FIELDS),
+    ({k: v for k, v in model_entry().items() if k != "size_bytes"}, MODEL_FIELDS),
+    ({**model_entry(), "sha256": SHA_B}, MODEL_FIELDS),
+    (model_entry(file="model-02.skops"),
+     "model 2 of the manifest: file name 'model-02.skops' is not model-NNN.skops"),
+    (model_entry(file="model-002.skops.tmp"),
+     "model 2 of the manifest: file name 'model-002.skops.tmp' is not model-NNN.skops"),
+    (model_entry(file=2), "model 2 of the manifest: file name 2 is not model-NNN.skops"),
+    (model_entry(file="model-002.skops", version="A" * 64),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=SHA_B[:63]),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=5),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=-1),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=True),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=1.0),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(version=SHA_B), "two tables or models share a file"),
+    (model_entry(file="table-001.parquet", version=SHA_B),
+     "model 2 of the manifest: file name 'table-001.parquet' is not model-NNN.skops"),
+    (model_entry(file="model-002.skops"), "two models share a version"),
+])
+def test_a_model_entry_breaking_one_rule_is_refused_saying_which(entry, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(document(models=[model_entry(), entry]))
+    assert str(raised.value) == why
+    assert bm.parse_manifest(document(models=[model_entry()])).models  # the first alone: fine
