@@ -1893,9 +1893,9 @@ def test_restoring_models_copies_the_missing_keeps_the_same_and_refuses_another(
     for call in (check_models, restore_models):
         with pytest.raises(BackupRefused) as raised:
             call(backup, [one, two], target)
-        assert raised.value.why == (
-            f"{target / (two.version + '.skops')} exists with other content than model"
-            f" {two.version}: move it away, then restore again")
+        assert str(raised.value) == (
+            f"{backup}: refused: {target / (two.version + '.skops')} exists with other content"
+            f" than model {two.version}: move it away, then restore again")
     (target / f"{two.version}.skops").unlink()
     (target / f"{two.version}.skops").mkdir()  # not even a file: refused as well
     with pytest.raises(BackupRefused):
@@ -2029,3 +2029,19 @@ def test_a_model_entry_breaking_one_rule_is_refused_saying_which(entry, why):
         bm.parse_manifest(document(models=[model_entry(), entry]))
     assert str(raised.value) == why
     assert bm.parse_manifest(document(models=[model_entry()])).models  # the first alone: fine
+
+
+def test_a_model_copy_never_overwrites_nor_writes_through_a_link(tmp_path):
+    from churn_platform.core.backup_models import _copy
+    source = tmp_path / "source.skops"
+    source.write_bytes(b"model")
+    (tmp_path / "taken.skops").write_bytes(b"other")
+    with pytest.raises(FileExistsError):
+        _copy(source, tmp_path / "taken.skops")
+    assert (tmp_path / "taken.skops").read_bytes() == b"other"
+    (tmp_path / "link.skops").symlink_to(tmp_path / "elsewhere.skops")  # a dangling link
+    with pytest.raises(FileExistsError):
+        _copy(source, tmp_path / "link.skops")
+    assert not (tmp_path / "elsewhere.skops").exists()
+    _copy(source, tmp_path / "new.skops")
+    assert (tmp_path / "new.skops").read_bytes() == b"model"
