@@ -2045,3 +2045,34 @@ def test_a_model_copy_never_overwrites_nor_writes_through_a_link(tmp_path):
     assert not (tmp_path / "elsewhere.skops").exists()
     _copy(source, tmp_path / "new.skops")
     assert (tmp_path / "new.skops").read_bytes() == b"model"
+
+
+def test_a_backup_carries_the_recorded_models_and_a_restore_puts_them_back(tmp_path):
+    models = tmp_path / "models"
+    one, two = stored_model(models, b"model one"), stored_model(models, b"model two")
+    stored_model(models, b"not recorded")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                     " AS SELECT * FROM (VALUES (?), (?)) v(model_version)", [two, one])
+        without = backups.take_backup(conn, tmp_path / "backups", NOW - timedelta(hours=1))
+        taken = backups.take_backup(conn, tmp_path / "backups", NOW, model_dir=models)
+    assert bm.verify_backup(without).models == []
+    first, second = sorted([one, two])
+    assert bm.verify_backup(taken).models == [bm.Model("model-001.skops", first, 9),
+                                              bm.Model("model-002.skops", second, 9)]
+    # Restored with the models: both come back by version; without a folder, none.
+    restored = tmp_path / "restored" / "models"
+    backups.restore_backup(taken, tmp_path / "w1.duckdb")
+    assert not restored.exists()
+    backups.restore_backup(taken, tmp_path / "w2.duckdb", model_dir=restored)
+    assert sorted(p.name for p in restored.iterdir()) == sorted(
+        [f"{one}.skops", f"{two}.skops"])
+    assert (restored / f"{one}.skops").read_bytes() == b"model one"
+    backups.restore_backup(without, tmp_path / "w3.duckdb", model_dir=tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # no model to restore: the folder is not made
+    # A different file under a model's name: refused before the warehouse is written.
+    (restored / f"{one}.skops").write_bytes(b"someone else's")
+    with pytest.raises(bm.BackupRefused) as raised:
+        backups.restore_backup(taken, tmp_path / "w4.duckdb", model_dir=restored)
+    assert str(raised.value).startswith(f"{taken}: refused: {restored / (one + '.skops')}")
+    assert not (tmp_path / "w4.duckdb").exists()
