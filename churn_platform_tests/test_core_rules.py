@@ -2076,3 +2076,24 @@ def test_a_backup_carries_the_recorded_models_and_a_restore_puts_them_back(tmp_p
         backups.restore_backup(taken, tmp_path / "w4.duckdb", model_dir=restored)
     assert str(raised.value).startswith(f"{taken}: refused: {restored / (one + '.skops')}")
     assert not (tmp_path / "w4.duckdb").exists()
+
+
+def test_the_restore_command_puts_models_in_the_given_folder_else_the_setting(
+        tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    version = stored_model(models, b"model one")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                     " AS SELECT ? AS model_version", [version])
+        taken = backups.take_backup(conn, tmp_path / "backups", NOW, model_dir=models)
+    given, setting = tmp_path / "given", tmp_path / "setting"
+    monkeypatch.setenv("CHURN_MODEL_DIR", str(setting))
+    assert backups.main(["restore", str(taken), str(tmp_path / "a.duckdb"),
+                         "--models", str(given)]) == 0
+    assert [p.name for p in given.iterdir()] == [f"{version}.skops"] and not setting.exists()
+    assert backups.main(["restore", str(taken), str(tmp_path / "b.duckdb")]) == 0
+    assert [p.name for p in setting.iterdir()] == [f"{version}.skops"]
+    with pytest.raises(SystemExit):
+        backups.main(["restore", "--help"])
+    assert ("where the backup's model files go (default: CHURN_MODEL_DIR)"
+            in " ".join(capsys.readouterr().out.split()))
