@@ -4,10 +4,15 @@ exact reasons, absent fields, safe storage and the stratified sample."""
 
 import dataclasses
 import io
+import json
+import math
+import warnings
 import zipfile
+from datetime import datetime
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
 
@@ -353,3 +358,267 @@ def test_training_needs_both_classes(frame):
     single[cm.LABEL] = 0
     with pytest.raises(ValueError, match="at least 5 churned"):
         cm.train(single)
+
+
+# --- scoring SQL's rules stated directly (tests written for mutation testing) ---------------
+
+
+def test_reasons_rank_by_absolute_contribution_ties_to_the_earlier_feature():
+    from churn_platform.core.churn_model_sql import _rank_sql, _reason_sql
+    names = ["a", "b", "c"]
+    reasons = ", ".join(f"{_reason_sql(names, k)} AS reason_{k + 1}" for k in range(3))
+
+    def ranked(a, b, c):
+        return duckdb.execute(
+            f"SELECT {reasons} FROM (SELECT *, {_rank_sql(names)} FROM (SELECT"
+            f" {a}::DOUBLE AS c_a, {b}::DOUBLE AS c_b, {c}::DOUBLE AS c_c))").fetchone()
+
+    assert ranked(0.5, -1.0, 0.2) == ("b lowers", "a raises", "c raises")
+    assert ranked(-1.0, 1.0, 0.0) == ("a lowers", "b raises", "c does not change")  # a tie
+    assert ranked(1.0, 1.0, 1.0) == ("a raises", "b raises", "c raises")
+    assert ranked(0.0, 0.0, 2.0) == ("c raises", "a does not change", "b does not change")
+    [(rank,)] = duckdb.execute(f"SELECT {_rank_sql(['a'])} FROM (SELECT 3.0 AS c_a)").fetchall()
+    assert rank == 0  # one feature: first, beaten by none
+
+
+def test_scores_hold_exactly_their_columns_the_version_and_the_kept_columns(con, model):
+    versioned = dataclasses.replace(model, version="v-1")
+    sql = scoring_sql(versioned, "analytics", where="churn_flag = 0",
+                      keep=("contract_type", "tenure"))
+    relation = con.execute(f"SELECT * FROM ({sql}) LIMIT 5")
+    assert [d[0] for d in relation.description] == [
+        "anonymized_customer_id", "churn_probability", "risk_band", "model_version",
+        "reason_1", "reason_2", "reason_3", "contract_type", "tenure"]
+    rows = relation.fetchall()
+    assert {r[3] for r in rows} == {"v-1"} and all(r[7] and r[8] is not None for r in rows)
+    unversioned = dataclasses.replace(model, version=None)
+    sql = scoring_sql(unversioned, "analytics")
+    assert con.execute(f"SELECT DISTINCT model_version FROM ({sql})").fetchall() == [(None,)]
+
+
+def test_a_score_summary_counts_each_band_segment_and_top_reason_leaving_out_nulls():
+    from churn_platform.core.churn_model_sql import score_summary_sql
+    scores = """SELECT * FROM (VALUES
+        ('v', 'High',   'Month-to-Month', 'New',  'Low',  'tenure lowers',        0.9),
+        ('v', 'High',   'Month-to-Month', 'New',  'High', 'tenure lowers',        0.7),
+        ('v', 'Medium', 'One-Year',       'Long', 'Low',  'contract_type raises', 0.4),
+        ('v', 'Low',    'One-Year',       NULL,   'Low',  NULL,                   0.1))
+        t(model_version, risk_band, contract_type, tenure_category, monthly_charges_category,
+          reason_1, churn_probability)"""
+    rows = duckdb.execute(
+        f"SELECT * EXCLUDE (avg_churn_probability), round(avg_churn_probability, 4)"
+        f" FROM ({score_summary_sql(scores)}) ORDER BY dimension, segment",
+        {"snapshot_id": "s1", "run_id": "r1", "snapshot_at": "2026-11-30 05:00:00"},
+    ).fetchall()
+    at = datetime(2026, 11, 30, 5)
+    assert rows == [(("s1", "r1", at, "v") + r) for r in [
+        ("contract_type", "Month-to-Month", 2, 2, 0, 0.8),
+        ("contract_type", "One-Year", 2, 0, 1, 0.25),
+        ("monthly_charges_category", "High", 1, 1, 0, 0.7),
+        ("monthly_charges_category", "Low", 3, 1, 1, 0.4667),
+        ("reason", "contract_type raises", 1, 0, 1, 0.4),
+        ("reason", "tenure lowers", 2, 2, 0, 0.8),
+        ("risk_band", "High", 2, 2, 0, 0.8),
+        ("risk_band", "Low", 1, 0, 0, 0.1),
+        ("risk_band", "Medium", 1, 0, 1, 0.4),
+        ("tenure_category", "Long", 1, 0, 1, 0.4),
+        ("tenure_category", "New", 2, 2, 0, 0.8),
+    ]]
+
+
+# --- storing and loading rules stated for mutation testing ------------------------------------
+
+
+def test_a_saved_model_is_owner_only_in_new_folders_and_knows_its_version(tmp_path, model):
+    copy = dataclasses.replace(model, version=None)
+    path, version = cm.save_model(copy, tmp_path / "new" / "models")
+    assert copy.version == version
+    assert oct((tmp_path / "new" / "models").stat().st_mode & 0o777) == "0o700"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+
+
+def test_a_renamed_file_loads_with_its_recorded_version_and_not_without(tmp_path, model):
+    path, version = cm.save_model(dataclasses.replace(model, version=None), tmp_path)
+    renamed = path.rename(tmp_path / "renamed.skops")
+    loaded = cm.load_model(renamed, version)
+    assert loaded.version == version and loaded.evaluation == model.evaluation
+    assert cm.load_linear_model(renamed, version).evaluation == model.evaluation
+    for load in (cm.load_model, cm.load_linear_model):
+        with pytest.raises(cm.ModelIntegrityError) as raised:
+            load(renamed)
+        actual = cm.model_version(renamed.read_bytes())
+        assert str(raised.value) == (
+            f"model file {renamed} has SHA-256 {actual}, not the recorded version renamed: it"
+            " was changed after it was stored; refusing to load it")
+
+
+def stored(tmp_path, data: bytes, name=None):
+    path = tmp_path / f"{name or cm.model_version(data)}.skops"
+    path.write_bytes(data)
+    return path
+
+
+def with_card(data: bytes, card: dict) -> bytes:
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr(cm.CARD_MEMBER, json.dumps(card))
+    return buffer.getvalue()
+
+
+def test_older_files_load_whole_with_their_recorded_version_under_any_name(tmp_path, model):
+    card = json.loads(cm._card(model))
+    no_member = sio.dumps({"pipeline": model.pipeline, "card": cm._card(model)})
+    no_form = with_card(no_member, {k: v for k, v in card.items() if k != "linear_form"})
+    for data in (no_member, no_form):
+        path = stored(tmp_path, data, name="renamed")
+        loaded = cm.load_linear_model(path, cm.model_version(data))
+        assert loaded.pipeline is not None and loaded.version == cm.model_version(data)
+        assert loaded.linear_form() == model.linear_form()
+
+
+def test_a_file_of_another_format_or_not_a_zip_is_refused_naming_it(tmp_path, model):
+    card = json.loads(cm._card(model))
+    other = {**card, "format": "churn_platform.churn_model/0"}
+    data = with_card(sio.dumps({"pipeline": model.pipeline, "card": json.dumps(other)}), other)
+    path = stored(tmp_path, data)
+    for load in (cm.load_model, cm.load_linear_model):
+        with pytest.raises(cm.ModelIntegrityError) as raised:
+            load(path)
+        assert str(raised.value) == f"model file {path} is not in format {cm.FORMAT}"
+    path = stored(tmp_path, b"not a zip file")
+    with pytest.raises(cm.ModelIntegrityError) as raised:
+        cm.load_linear_model(path)
+    assert str(raised.value) == f"model file {path} cannot be read: File is not a zip file"
+
+
+class Stowaway:
+    """A second type no trusted list names."""
+
+
+def test_every_untrusted_type_is_named(tmp_path):
+    path = stored(tmp_path, sio.dumps({"pipeline": Intruder(), "card": Stowaway()}))
+    with pytest.raises(cm.ModelIntegrityError) as raised:
+        cm.load_model(path)
+    prefix = f"model file {path} holds types outside the trusted list: "
+    assert str(raised.value).startswith(prefix)
+    assert sorted(str(raised.value)[len(prefix):].split(", ")) == [
+        "churn_platform_tests.test_churn_model.Intruder",
+        "churn_platform_tests.test_churn_model.Stowaway"]
+
+
+def test_the_gate_bars_hold_at_their_tolerance_and_say_why_in_full():
+    at_minimum = cm.MIN_ROC_AUC - cm._TOLERANCE
+    assert cm.gate(at_minimum).promoted and not cm.gate(at_minimum - 1e-9).promoted
+    near = cm.NEAR_PERFECT_ROC_AUC - cm._TOLERANCE
+    assert cm.gate(near).warnings and not cm.gate(near - 1e-9).warnings
+    assert cm.gate(float("nan")) == cm.GateDecision(
+        False, "refused: ROC AUC could not be computed", [])
+    assert cm.gate(0.6) == cm.GateDecision(
+        False, "refused: cross-validated ROC AUC 0.6000 is below the minimum 0.70; the labels"
+               " carry too little signal in these features", [])
+    assert cm.gate(0.995).warnings == [
+        "ROC AUC 0.9950 is near-perfect (at least 0.99): on real churn data that points to a"
+        " leaked feature or a deterministic rule, not a model"]
+
+
+def test_scoring_a_stored_model_names_every_feature_the_data_lacks(model, frame):
+    lacking = frame.drop(columns=["tenure", "contract_type"])
+    with pytest.raises(ValueError) as raised:
+        cm.roc_auc_on(model, lacking)
+    assert str(raised.value) == "the model needs tenure, contract_type, which the data lacks"
+
+
+def test_contributions_keep_the_rows_index(model, frame):
+    rows = frame.iloc[[5, 2, 9]]
+    out = cm.contributions(model, rows)
+    assert list(out.index) == list(rows.index) == [5, 2, 9]
+    assert list(out.columns) == list(model.selection.features)
+
+
+def test_a_models_card_does_not_depend_on_the_order_of_its_mappings(model):
+    def reordered(value):
+        if isinstance(value, dict):
+            return {k: reordered(v) for k, v in reversed(list(value.items()))}
+        return value
+
+    copy = dataclasses.replace(model, category_frequencies=reordered(model.category_frequencies))
+    assert list(copy.category_frequencies) != list(model.category_frequencies)
+    assert cm._card(copy) == cm._card(model)
+
+
+def test_a_fresh_models_categories_average_zero_and_unseen_ones_score_as_scikit_learn(frame):
+    """Trained here, not taken from the module's fixture: mutation testing maps a function to
+    the tests that call it, and a shared fixture calls it for its first test only."""
+    model = cm.train(frame.head(3000))
+    form = cm._linear_form(model)
+    for name, weights in form.categorical.items():
+        frequencies = model.category_frequencies[name]
+        assert abs(sum(w * frequencies[c] for c, w in weights.items())) < 1e-12
+    rows = frame.head(2).copy()
+    rows["contract_type"] = ["Weekly", None]
+    rows["internet_service"] = ["Satellite", "DSL"]
+    features = rows[list(model.selection.features)]
+    model.form = form
+    logit = form.baseline + cm.contributions(model, rows).sum(axis=1)
+    assert np.abs(logit - model.pipeline.decision_function(features)).max() < 1e-9
+
+
+def test_the_gate_against_a_promoted_model_says_why_in_full_without_warnings():
+    assert cm.gate(0.79, 0.80) == cm.GateDecision(
+        True, "promoted: ROC AUC 0.7900 reaches the minimum 0.70 and is not more than 0.02"
+              " below the promoted model's 0.8000 on the same data", [])
+    assert cm.gate(0.75, 0.80) == cm.GateDecision(
+        False, "refused: ROC AUC 0.7500 is 0.0500 below the promoted model's 0.8000 on the same"
+               " data (at most 0.02 allowed)", [])
+
+
+def test_bands_count_rows_at_or_above_each_cut_and_nan_without_any():
+    y, scores = np.array([0, 1, 0, 1]), np.array([0.1, 0.5, 0.5, 0.9])
+    bands = cm.choose_bands(y, scores)
+    high = float(np.quantile(scores, 0.9))
+    assert bands == pytest.approx(cm.RiskBands(0.5, high, 2 / 3, 1.0, 0.75, 0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice
+        empty = cm.choose_bands(np.array([0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+    assert math.isnan(empty.medium_precision) and math.isnan(empty.high_precision)
+    assert (empty.medium, empty.high, empty.medium_share, empty.high_share) == (
+        0.75, 0.75, 0.0, 0.0)
+
+
+def test_labels_must_be_0_or_1_with_5_of_each_class():
+    base = pd.DataFrame({cm.LABEL: [0] * 5 + [1] * 5})
+    assert list(cm._labels(base)) == [0] * 5 + [1] * 5
+    for bad in ([0] * 5 + [1] * 4 + [2], [0] * 5 + [1] * 4 + [None]):
+        with pytest.raises(ValueError) as raised:
+            cm._labels(pd.DataFrame({cm.LABEL: bad}))
+        assert str(raised.value) == f"{cm.LABEL} must be 0 or 1 in every row"
+    with pytest.raises(ValueError) as raised:
+        cm._labels(pd.DataFrame({cm.LABEL: [0] * 5 + [1] * 4}))
+    assert str(raised.value) == f"{cm.LABEL} needs at least 5 churned and 5 retained rows"
+
+
+def test_feature_selection_says_why_each_field_is_left_out(frame):
+    selection = cm.select_features(frame.drop(columns=["age"]))
+    assert selection.left_out["age"] == "not in the table"
+    broken = frame.copy()
+    broken.loc[broken.index[:2], "tenure"] = None
+    with pytest.raises(ValueError) as raised:
+        cm.select_features(broken)
+    assert str(raised.value) == ("tenure: 2 NULL values in a present field; analytics should"
+                                 " have imputed them")
+    absent = (*cm.NUMERIC_FEATURES, *cm.CATEGORICAL_FEATURES)
+    with pytest.raises(ValueError) as raised:
+        cm.train(frame, absent=absent)
+    assert str(raised.value) == "no feature left to train on: " + json.dumps(
+        {name: "absent from the source" for name in absent})
+
+
+def test_training_is_reproducible_by_its_seed_and_cross_validates_shuffled(frame):
+    rows = frame.head(2000)
+    first, again, other = (cm.train(rows, seed=s) for s in (1, 1, 2))
+    assert first.evaluation == again.evaluation and first.bands == again.bands
+    assert first.evaluation.roc_auc != other.evaluation.roc_auc  # other folds, other scores
+    frequencies = first.category_frequencies["contract_type"]
+    assert frequencies == pytest.approx(
+        rows["contract_type"].value_counts(normalize=True).to_dict())

@@ -1,11 +1,13 @@
 """Rules of the core stated on both sides of each boundary, small and without Dagster: the tests
 written to kill the mutants that survived mutation testing (docs/mutation-testing.md)."""
 
+import base64
 import dataclasses
 import hashlib
 import hmac
 import json
 import os
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from churn_platform.core import backups, settings
 from churn_platform.core import warehouse as wh
-from churn_platform.core.errors import PlatformError, TransientError
+from churn_platform.core.errors import InputError, PlatformError, TransientError
 from churn_platform.core.export import postgres as pg
 from churn_platform.core.export import snapshots
 from churn_platform.core.fields import FIELDS
@@ -1657,3 +1659,441 @@ def test_a_utf8_bom_under_latin_1_is_refused_and_under_utf_8_skipped(tmp_path):
     assert header_problem(path, Dialect(encoding="latin-1")) == (
         "starts with a UTF-8 byte-order mark: the file is UTF-8, but the source mapping says"
         " csv.encoding: latin-1 (set utf-8)")
+
+
+# --- error texts the 2026-11-30 run left unanswered -------------------------------------------
+
+
+def test_a_warehouse_setting_duckdb_refuses_is_named_with_duckdbs_reason(tmp_path):
+    database = tmp_path / "w.duckdb"
+    with pytest.raises(InputError) as raised:
+        wh.connect(str(database), {"memory_limit": "lots"})
+    assert str(raised.value) == (
+        f"cannot open DuckDB file {database} with the settings {{'memory_limit': 'lots'}}"
+        " (CHURN_DUCKDB_*): Parser Error: Memory must have a number (e.g. 1GB)")
+
+
+def test_a_header_the_csv_module_cannot_parse_is_refused_with_its_reason(tmp_path):
+    """A carriage return inside the header line (a line ends at \\n only) is not a CSV record."""
+    path = write_csv(tmp_path / "cr.csv", "CustomerID,Age\rGender\nC-1,40,Male\n")
+    with pytest.raises(SourceFileError) as raised:
+        read_header(path)
+    assert raised.value.problem == ("line 1, the header, cannot be parsed (new-line character"
+                                    " seen in unquoted field - do you need to open the file in"
+                                    " universal-newline mode?)")
+    assert read_header(write_csv(tmp_path / "ok.csv", "CustomerID,Age\r\nC-1,40\n")) == [
+        "CustomerID", "Age"]
+
+
+# --- column descriptions and the clock --------------------------------------------------------
+
+
+def test_band_descriptions_name_each_bands_upper_bound_and_the_open_last_band():
+    from churn_platform.core.columns import describe
+    assert describe("analytics.customer_churn", "tenure_category") == (
+        "Tenure band: New (≤ 12), Medium (≤ 36), Long (above) months")
+    assert describe("analytics.customer_churn", "monthly_charges_category") == (
+        "Monthly charges band: Low (≤ 50), Medium (≤ 100), High (above)")
+
+
+def test_a_staging_column_nobody_described_is_a_source_column_elsewhere_undescribed():
+    from churn_platform.core.columns import STAGING_SOURCE_COLUMN, describe
+    assert describe("staging.customer_churn", "Region") == STAGING_SOURCE_COLUMN
+    assert describe("staging.customer_churn", "source_row") not in (None, STAGING_SOURCE_COLUMN)
+    assert describe("analytics.customer_churn", "Region") is None
+    assert describe("analytics.no_such_table", "Region") is None
+
+
+def test_the_clock_is_utc_whatever_the_local_zone(monkeypatch):
+    import time
+
+    from churn_platform.core.clock import utc_now
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = utc_now()
+        utc = datetime.now(timezone.utc).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert now.tzinfo is None and abs(utc - now) < timedelta(minutes=1)  # New York: 4-5 h off
+
+
+def test_a_key_needs_32_characters_and_10_distinct_ones_and_its_refusal_never_shows_it():
+    from churn_platform.core.pseudonymize import WeakKeyError, checked_key
+    ten = "0123456789"
+    good = (ten * 4)[:32]
+    assert checked_key(good, "K") == good.encode()
+    assert checked_key("0123456788" + "9" * 22, "K") == ("0123456788" + "9" * 22).encode()
+    for weak in (good[:31], "012345678" * 4):  # 31 characters; 36 but only 9 distinct
+        with pytest.raises(WeakKeyError) as raised:
+            checked_key(weak, "CHURN_KEY")
+        assert weak not in str(raised.value) and str(len(weak)) not in str(raised.value)
+        assert str(raised.value) == (
+            "CHURN_KEY is too weak: a key needs at least 32 characters, at least 10 of them"
+            " different, or pseudonyms can be reversed by guessing it. Make one with: python -c"
+            ' "import secrets; print(secrets.token_urlsafe(32))" (or unset CHURN_KEY for random'
+            " pseudonyms per run).")
+
+
+def test_a_malformed_dsn_is_refused_with_advice_and_without_its_text():
+    with pytest.raises(InputError) as raised:
+        pg.parse_dsn("host=db password='s3cret")  # an unterminated quote
+    assert "s3cret" not in str(raised.value)
+    assert str(raised.value) == (
+        "CHURN_METRICS_DSN is not a valid libpq connection string (its text is not shown: it"
+        " holds the password). Quote a value with spaces or quotes as password='a b' (\\' and"
+        " \\\\ inside), or use a postgresql:// URI with percent-encoded parts.")
+    assert pg.parse_dsn("host=db password='a b'") == {"host": "db", "password": "a b"}
+
+
+def test_landing_and_model_folders_and_the_settle_time_default_or_follow_the_environment(
+        monkeypatch):
+    for name in ("CHURN_LANDING_DIR", "CHURN_LANDING_SETTLE_SECONDS", "CHURN_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert settings.landing_dir() is None
+    assert settings.landing_settle_seconds() == 10.0
+    assert settings.model_dir() == settings.PROJECT_ROOT / "data" / "models"
+    monkeypatch.setenv("CHURN_LANDING_DIR", "")
+    assert settings.landing_dir() is None  # empty: single-file mode
+    monkeypatch.setenv("CHURN_LANDING_DIR", "/srv/landing")
+    monkeypatch.setenv("CHURN_LANDING_SETTLE_SECONDS", "2.5")
+    monkeypatch.setenv("CHURN_MODEL_DIR", "/srv/models")
+    assert settings.landing_dir() == Path("/srv/landing")
+    assert settings.landing_settle_seconds() == 2.5
+    assert settings.model_dir() == Path("/srv/models")
+
+
+# --- warehouse.transaction, table_exists and write_table's own error text (new 2026-11-30) -----
+
+
+def test_table_exists_only_for_a_table_of_this_database_in_that_schema():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t (a INT); CREATE VIEW s.v AS SELECT 1 AS a")
+    conn.execute("ATTACH ':memory:' AS other")
+    conn.execute("CREATE SCHEMA other.o; CREATE TABLE other.o.u (a INT)")
+    assert wh.table_exists(conn, "s.t")
+    assert not wh.table_exists(conn, "s.v")  # a view
+    assert not wh.table_exists(conn, "main.t")  # another schema
+    assert not wh.table_exists(conn, "o.u")  # another database's table
+
+
+def test_a_transaction_commits_whole_or_rolls_back_and_names_the_failure():
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE t (a INT)")
+    with wh.transaction(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.execute("SELECT a FROM t").fetchall() == [(1,)]
+    with pytest.raises(duckdb.ConversionException):  # no failure text: DuckDB's own error
+        with wh.transaction(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            conn.execute("INSERT INTO t VALUES (CAST('x' AS INT))")
+    with pytest.raises(InputError) as raised:
+        with wh.transaction(conn, "adding rows", InputError):
+            conn.execute("INSERT INTO t VALUES (3)")
+            conn.execute("INSERT INTO t VALUES (CAST('x' AS INT))")
+    assert type(raised.value) is InputError
+    assert str(raised.value).startswith(
+        "adding rows: Conversion Error: Could not convert string 'x' to INT32")
+    with pytest.raises(PlatformError) as raised:
+        with wh.transaction(conn, "adding more"):
+            conn.execute("INSERT INTO t VALUES (CAST('y' AS INT))")
+    assert type(raised.value) is PlatformError and str(raised.value).startswith("adding more: ")
+    with pytest.raises(KeyError):  # anything else ends it too, rolled back
+        with wh.transaction(conn, "adding rows"):
+            conn.execute("INSERT INTO t VALUES (4)")
+            raise KeyError("stop")
+    assert conn.execute("SELECT a FROM t").fetchall() == [(1,)]
+    conn.execute("INSERT INTO t VALUES (5)")  # no transaction left open
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+
+
+def test_a_failed_write_without_an_error_context_names_the_table():
+    conn = duckdb.connect()
+    with pytest.raises(PlatformError) as raised:
+        wh.write_table(conn, "s", "t", wh.SqlTable("SELECT CAST('x' AS INTEGER) AS a"))
+    assert str(raised.value).startswith(
+        'writing "s"."t": Conversion Error: Could not convert string \'x\' to INT32')
+    with pytest.raises(PlatformError) as raised:
+        wh.write_table(conn, "s", "t", wh.SqlTable("SELECT CAST('x' AS INTEGER) AS a",
+                                                   error_context="loading s.t"))
+    assert str(raised.value).startswith("loading s.t: Conversion Error")
+
+
+# --- model files in backups (core/backup_models.py) ---------------------------------------------
+
+
+def stored_model(model_dir: Path, content: bytes) -> str:
+    version = hashlib.sha256(content).hexdigest()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / f"{version}.skops").write_bytes(content)
+    return version
+
+
+def test_the_recorded_versions_are_the_distinct_sha256_named_ones_in_order():
+    from churn_platform.core.backup_models import recorded_versions
+    conn = duckdb.connect()
+    assert recorded_versions(conn) == []  # no evaluations table
+    conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                  " (model_version VARCHAR)")
+    a, b = "a" * 64, "0" * 63 + "1"
+    conn.execute("INSERT INTO analytics.churn_model_evaluations VALUES (?), (?), (?), (NULL),"
+                 " ('not-a-sha'), (?)", [a, b, a, "A" * 64])
+    assert recorded_versions(conn) == [b, a]
+
+
+def test_backing_up_models_copies_each_as_numbered_files_and_says_why_one_was_not(tmp_path):
+    from churn_platform.core.backup_manifest import Model
+    from churn_platform.core.backup_models import back_up_models
+    models, folder = tmp_path / "models", tmp_path / "backup"
+    folder.mkdir()
+    one, two = stored_model(models, b"model one"), stored_model(models, b"model two")
+    changed = stored_model(models, b"model three")
+    (models / f"{changed}.skops").write_bytes(b"rewritten")
+    missing = "f" * 64
+    (models / "folder").mkdir()
+    linked = "e" * 64
+    (models / f"{linked}.skops").symlink_to(models / f"{one}.skops")
+    copied, skipped = back_up_models([one, missing, changed, linked, two], models, folder)
+    assert copied == [Model("model-001.skops", one, 9), Model("model-002.skops", two, 9)]
+    assert (folder / "model-001.skops").read_bytes() == b"model one"
+    assert (folder / "model-002.skops").read_bytes() == b"model two"
+    assert sorted(p.name for p in folder.iterdir()) == ["model-001.skops", "model-002.skops"]
+    assert oct((folder / "model-001.skops").stat().st_mode & 0o777) == "0o600"
+    rewritten = hashlib.sha256(b"rewritten").hexdigest()
+    assert skipped == {
+        missing: f"{models / (missing + '.skops')} is missing",
+        changed: f"{models / (changed + '.skops')} changed since it was stored (SHA-256"
+                 f" {rewritten})",
+        linked: f"{models / (linked + '.skops')} cannot be read as a regular file (Too many"
+                " levels of symbolic links)",
+    }
+
+
+def test_restoring_models_copies_the_missing_keeps_the_same_and_refuses_another(tmp_path):
+    from churn_platform.core.backup_manifest import BackupRefused, Model
+    from churn_platform.core.backup_models import check_models, restore_models
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "model-001.skops").write_bytes(b"model one")
+    (backup / "model-002.skops").write_bytes(b"model two")
+    one = Model("model-001.skops", hashlib.sha256(b"model one").hexdigest(), 9)
+    two = Model("model-002.skops", hashlib.sha256(b"model two").hexdigest(), 9)
+    target = tmp_path / "restored" / "models"
+    stored_model(target, b"model two")  # already there, the same
+    assert restore_models(backup, [one, two], target) == [target / f"{one.version}.skops"]
+    assert (target / f"{one.version}.skops").read_bytes() == b"model one"
+    fresh = tmp_path / "fresh" / "models"
+    assert restore_models(backup, [two], fresh) == [fresh / f"{two.version}.skops"]
+    assert oct(fresh.stat().st_mode & 0o777) == "0o700"
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        [f"{one.version}.skops", f"{two.version}.skops"])  # no partial file left
+    assert restore_models(backup, [one, two], target) == []  # both present: nothing written
+    (target / f"{two.version}.skops").write_bytes(b"someone else's")
+    for call in (check_models, restore_models):
+        with pytest.raises(BackupRefused) as raised:
+            call(backup, [one, two], target)
+        assert str(raised.value) == (
+            f"{backup}: refused: {target / (two.version + '.skops')} exists with other content"
+            f" than model {two.version}: move it away, then restore again")
+    (target / f"{two.version}.skops").unlink()
+    (target / f"{two.version}.skops").mkdir()  # not even a file: refused as well
+    with pytest.raises(BackupRefused):
+        check_models(backup, [two], target)
+    check_models(backup, [one], target)  # the same file: fine
+
+
+# --- whole tables and Grafana's reader role (export code changed since 2026-11-29) ------------
+
+
+def test_a_whole_table_is_its_columns_in_order_or_none_without_the_table():
+    spec = snapshots.WholeTable("t", ("b", "a"), "s.t")
+    conn = duckdb.connect()
+    assert snapshots.whole_rows(conn, spec) is None
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT * FROM"
+                 " (VALUES (1, 'y', 0), (2, 'x', 0)) v(a, b, c)")
+    assert snapshots.whole_rows(conn, spec) == [("x", 2), ("y", 1)]
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier (RFC 5803) was made from `password`."""
+    iterations, salt, stored = re.fullmatch(
+        r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):.+", verifier).groups()
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt),
+                                 int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return base64.b64encode(hashlib.sha256(client_key).digest()).decode() == stored
+
+
+def test_the_reader_gets_a_scram_verifier_of_its_password_whatever_the_servers_default(
+        metrics):
+    """The test server trusts every login, so the password is checked in pg_authid."""
+    role = f"reader_{os.urandom(4).hex()}"  # roles outlive the test's database
+    metrics.execute("SET password_encryption = 'md5'")
+    pg.grant_reader(metrics, role, "pw-1")
+    query = "SELECT rolpassword FROM pg_authid WHERE rolname = %s"
+    [(stored,)] = metrics.execute(query, [role]).fetchall()
+    assert scram_matches(stored, "pw-1") and not scram_matches(stored, role)
+    pg.grant_reader(metrics, role, "pw-2")  # exists: its password is changed
+    [(stored,)] = metrics.execute(query, [role]).fetchall()
+    assert scram_matches(stored, "pw-2")
+    metrics.rollback()
+
+
+def test_a_reader_role_with_powers_or_memberships_is_refused_naming_them(metrics):
+    tag = os.urandom(4).hex()
+    metrics.commit()  # the schema stays; each refusal below is rolled back to a savepoint
+    for role, create, powers in (
+            (f"powerful_{tag}", "CREATE ROLE {} CREATEDB BYPASSRLS", "CREATEDB, BYPASSRLS"),
+            (f"writer_{tag}", "CREATE ROLE {}; GRANT pg_write_all_data TO {}",
+             "membership in pg_write_all_data"),
+            (f"both_{tag}", "CREATE ROLE {} CREATEROLE; GRANT pg_read_all_data TO {}",
+             "CREATEROLE, membership in pg_read_all_data")):
+        with pytest.raises(InputError) as raised:
+            with metrics.transaction():
+                metrics.execute(create.replace("{}", role))
+                pg.grant_reader(metrics, role, "pw")
+        assert str(raised.value) == (
+            f"metrics database: role {role} (CHURN_GRAFANA_DB_USER) exists with {powers}: it is"
+            " not a read-only role; name another role, or drop that one")
+    metrics.rollback()
+
+
+def test_an_exporter_without_createrole_is_told_what_it_needs(metrics, pg_dsn):
+    exporter, reader = f"exporter_{os.urandom(4).hex()}", f"reader_{os.urandom(4).hex()}"
+    metrics.execute(f"CREATE ROLE {exporter} LOGIN")
+    metrics.commit()
+    try:
+        with psycopg.connect(make_conninfo(pg_dsn, user=exporter)) as conn:
+            with pytest.raises(InputError) as raised:
+                pg.grant_reader(conn, reader, "pw")
+    finally:
+        metrics.execute(f"DROP ROLE {exporter}")
+        metrics.commit()
+    assert str(raised.value) == (
+        f"metrics database: the exporter may not manage Grafana's role {reader} (permission"
+        " denied to create role); it needs CREATEROLE, and to own the database (to grant CONNECT"
+        " on it): as a superuser, CREATE ROLE <exporter> LOGIN CREATEROLE PASSWORD '...'; CREATE"
+        " DATABASE <metrics> OWNER <exporter>")
+
+
+# --- models in manifest version 2 (backup_manifest._model, Model) -------------------------------
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def model_entry(**edits) -> dict:
+    return {"file": "model-001.skops", "version": SHA_A, "size_bytes": 0, **edits}
+
+
+def test_a_manifest_lists_its_models_and_writes_them_back_alike():
+    second = model_entry(file="model-002.skops", version=SHA_B, size_bytes=7)
+    contents = bm.parse_manifest(document(models=[model_entry(), second]))
+    assert contents.models == [bm.Model("model-001.skops", SHA_A, 0),
+                               bm.Model("model-002.skops", SHA_B, 7)]
+    assert [m.as_json() for m in contents.models] == [model_entry(), second]
+
+
+MODEL_FIELDS = ("model 2 of the manifest does not have exactly the fields"
+                " ['file', 'size_bytes', 'version']")
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("model-002.skops", MODEL_FIELDS),
+    ({k: v for k, v in model_entry().items() if k != "size_bytes"}, MODEL_FIELDS),
+    ({**model_entry(), "sha256": SHA_B}, MODEL_FIELDS),
+    (model_entry(file="model-02.skops"),
+     "model 2 of the manifest: file name 'model-02.skops' is not model-NNN.skops"),
+    (model_entry(file="model-002.skops.tmp"),
+     "model 2 of the manifest: file name 'model-002.skops.tmp' is not model-NNN.skops"),
+    (model_entry(file=2), "model 2 of the manifest: file name 2 is not model-NNN.skops"),
+    (model_entry(file="model-002.skops", version="A" * 64),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=SHA_B[:63]),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=5),
+     "model 2 of the manifest: version is not 64 lower-case hex digits"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=-1),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=True),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=1.0),
+     "model 2 of the manifest: size_bytes is not a count"),
+    (model_entry(version=SHA_B), "two tables or models share a file"),
+    (model_entry(file="table-001.parquet", version=SHA_B),
+     "model 2 of the manifest: file name 'table-001.parquet' is not model-NNN.skops"),
+    (model_entry(file="model-002.skops"), "two models share a version"),
+])
+def test_a_model_entry_breaking_one_rule_is_refused_saying_which(entry, why):
+    with pytest.raises(ValueError) as raised:
+        bm.parse_manifest(document(models=[model_entry(), entry]))
+    assert str(raised.value) == why
+    assert bm.parse_manifest(document(models=[model_entry()])).models  # the first alone: fine
+
+
+def test_a_model_copy_never_overwrites_nor_writes_through_a_link(tmp_path):
+    from churn_platform.core.backup_models import _copy
+    source = tmp_path / "source.skops"
+    source.write_bytes(b"model")
+    (tmp_path / "taken.skops").write_bytes(b"other")
+    with pytest.raises(FileExistsError):
+        _copy(source, tmp_path / "taken.skops")
+    assert (tmp_path / "taken.skops").read_bytes() == b"other"
+    (tmp_path / "link.skops").symlink_to(tmp_path / "elsewhere.skops")  # a dangling link
+    with pytest.raises(FileExistsError):
+        _copy(source, tmp_path / "link.skops")
+    assert not (tmp_path / "elsewhere.skops").exists()
+    _copy(source, tmp_path / "new.skops")
+    assert (tmp_path / "new.skops").read_bytes() == b"model"
+
+
+def test_a_backup_carries_the_recorded_models_and_a_restore_puts_them_back(tmp_path):
+    models = tmp_path / "models"
+    one, two = stored_model(models, b"model one"), stored_model(models, b"model two")
+    stored_model(models, b"not recorded")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                     " AS SELECT * FROM (VALUES (?), (?)) v(model_version)", [two, one])
+        without = backups.take_backup(conn, tmp_path / "backups", NOW - timedelta(hours=1))
+        taken = backups.take_backup(conn, tmp_path / "backups", NOW, model_dir=models)
+    assert bm.verify_backup(without).models == []
+    first, second = sorted([one, two])
+    assert bm.verify_backup(taken).models == [bm.Model("model-001.skops", first, 9),
+                                              bm.Model("model-002.skops", second, 9)]
+    # Restored with the models: both come back by version; without a folder, none.
+    restored = tmp_path / "restored" / "models"
+    backups.restore_backup(taken, tmp_path / "w1.duckdb")
+    assert not restored.exists()
+    backups.restore_backup(taken, tmp_path / "w2.duckdb", model_dir=restored)
+    assert sorted(p.name for p in restored.iterdir()) == sorted(
+        [f"{one}.skops", f"{two}.skops"])
+    assert (restored / f"{one}.skops").read_bytes() == b"model one"
+    backups.restore_backup(without, tmp_path / "w3.duckdb", model_dir=tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # no model to restore: the folder is not made
+    # A different file under a model's name: refused before the warehouse is written.
+    (restored / f"{one}.skops").write_bytes(b"someone else's")
+    with pytest.raises(bm.BackupRefused) as raised:
+        backups.restore_backup(taken, tmp_path / "w4.duckdb", model_dir=restored)
+    assert str(raised.value).startswith(f"{taken}: refused: {restored / (one + '.skops')}")
+    assert not (tmp_path / "w4.duckdb").exists()
+
+
+def test_the_restore_command_puts_models_in_the_given_folder_else_the_setting(
+        tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    version = stored_model(models, b"model one")
+    with duckdb.connect() as conn:
+        conn.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.churn_model_evaluations"
+                     " AS SELECT ? AS model_version", [version])
+        taken = backups.take_backup(conn, tmp_path / "backups", NOW, model_dir=models)
+    given, setting = tmp_path / "given", tmp_path / "setting"
+    monkeypatch.setenv("CHURN_MODEL_DIR", str(setting))
+    assert backups.main(["restore", str(taken), str(tmp_path / "a.duckdb"),
+                         "--models", str(given)]) == 0
+    assert [p.name for p in given.iterdir()] == [f"{version}.skops"] and not setting.exists()
+    assert backups.main(["restore", str(taken), str(tmp_path / "b.duckdb")]) == 0
+    assert [p.name for p in setting.iterdir()] == [f"{version}.skops"]
+    with pytest.raises(SystemExit):
+        backups.main(["restore", "--help"])
+    assert re.search(r"MODELS where the backup's model files go \(default: CHURN_MODEL_DIR\)( |$)",
+                     " ".join(capsys.readouterr().out.split()))

@@ -206,3 +206,156 @@ def test_a_bad_missing_exports_setting_is_named(monkeypatch, value):
     monkeypatch.setenv("CHURN_MISSING_EXPORTS_FOR_CHURN", value)
     with pytest.raises(InputError, match="CHURN_MISSING_EXPORTS_FOR_CHURN must be a whole number"):
         settings.missing_exports_for_churn()
+
+
+# --- rules stated for mutation testing (docs/mutation-testing.md) -----------------------------
+
+
+def test_a_name_whose_date_is_not_a_calendar_date_is_refused_quoting_the_whole_match(tmp_path):
+    drop(tmp_path, "crm_20261399.csv")
+    drop(tmp_path, "crm_z_2026-11-27.csv")  # after it in name order: still scanned
+    found = scan(tmp_path)
+    assert [e.name for e in found.exports] == ["crm_z_2026-11-27.csv"]
+    [refused] = found.refused
+    assert refused.path == tmp_path / "crm_20261399.csv"
+    assert refused.reason == (
+        "landing file crm_20261399.csv: '20261399' in its name is not a calendar date; rename"
+        f" the file or change {settings.LANDING_DATE_PATTERN_ENV}")
+
+
+def test_a_date_pattern_missing_groups_names_each_missing_group():
+    with pytest.raises(InputError) as raised:
+        landing.date_pattern(r"(?P<year>\d{4})")
+    assert str(raised.value).endswith("; missing: day, month")
+
+
+def test_the_settle_time_is_a_strict_bound_and_a_waiting_file_holds_back_no_other(tmp_path):
+    arrived = datetime(2026, 11, 29, 11, 59, 50, tzinfo=timezone.utc)  # exactly 10 s before NOW
+    drop(tmp_path, "a_2026-11-01.csv", "CustomerID\nA\n", arrived=arrived)
+    drop(tmp_path, "b_2026-11-02.csv", "CustomerID\nB\n")
+    assert [e.name for e in scan(tmp_path, settle_s=10).exports] == [
+        "a_2026-11-01.csv", "b_2026-11-02.csv"]
+    waiting = scan(tmp_path, settle_s=10.5)
+    assert [p.name for p in waiting.waiting] == ["a_2026-11-01.csv"]
+    assert [e.name for e in waiting.exports] == ["b_2026-11-02.csv"]
+
+
+def test_without_a_settle_time_the_setting_is_read(tmp_path, monkeypatch):
+    drop(tmp_path, "a_2026-11-01.csv", arrived=NOW - timedelta(seconds=30))
+    monkeypatch.setenv("CHURN_LANDING_SETTLE_SECONDS", "60")
+    found = landing.scan(tmp_path, now=NOW)
+    assert [p.name for p in found.waiting] == ["a_2026-11-01.csv"] and found.exports == []
+    monkeypatch.setenv("CHURN_LANDING_SETTLE_SECONDS", "20")
+    assert [e.name for e in landing.scan(tmp_path, now=NOW).exports] == ["a_2026-11-01.csv"]
+
+
+def test_a_link_to_a_folder_is_refused_as_a_link_not_skipped_as_a_folder(tmp_path):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (tmp_path / "elsewhere.csv").mkdir()
+    (folder / "elsewhere.csv").symlink_to(tmp_path / "elsewhere.csv")
+    (folder / "sub").mkdir()
+    found = scan(folder)
+    assert [(r.path.name, r.reason) for r in found.refused] == [
+        ("elsewhere.csv", "a symbolic link: copy the file itself")]
+
+
+def test_a_landing_folder_that_is_not_a_directory_or_too_full_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(InputError) as raised:
+        scan(tmp_path / "none")
+    assert str(raised.value) == (
+        f"landing folder {tmp_path / 'none'} ({settings.LANDING_DIR_ENV}) is not a directory"
+        " (a symbolic link is not taken either)")
+    monkeypatch.setattr(landing, "MAX_ENTRIES", 2)
+    for name in ("a.csv", "b.csv"):
+        drop(tmp_path, name, f"CustomerID\n{name}\n")
+    assert len(scan(tmp_path).exports) == 2  # exactly the most: still scanned
+    drop(tmp_path, "c.txt")
+    with pytest.raises(InputError) as raised:
+        scan(tmp_path)
+    assert str(raised.value) == (
+        f"landing folder {tmp_path} holds more than 2 entries: move loaded exports elsewhere"
+        " (they stay in staging), then the scan resumes")
+
+
+def test_reading_a_hash_follows_no_link_and_waits_on_no_fifo(tmp_path):
+    target = drop(tmp_path, "real.csv")
+    (tmp_path / "link.csv").symlink_to(target)
+    with pytest.raises(OSError) as raised:
+        landing._read_hash(tmp_path / "link.csv")
+    assert raised.value.errno == 40  # ELOOP: O_NOFOLLOW refused the link
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ValueError) as raised:  # opened without blocking, then refused
+        landing._read_hash(tmp_path / "pipe.csv")
+    assert str(raised.value) == "not a regular file"
+    assert landing._read_hash(target)[0] == hashlib.sha256(CSV.encode()).hexdigest()
+
+
+def test_an_export_is_located_by_content_with_the_scans_own_pattern(tmp_path):
+    pattern = r"(?P<day>\d{2})\.(?P<month>\d{2})\.(?P<year>\d{4})"
+    drop(tmp_path, "x_20261399_01.02.2026.csv", "CustomerID\nX\n")  # the default: no date
+    path = drop(tmp_path, "y.csv", "CustomerID\nY\n", arrived=datetime.now(timezone.utc))
+    [first, second] = landing.scan(tmp_path, pattern=pattern, settle_s=0).exports
+    assert first.export_date == date(2026, 2, 1)
+    assert landing.locate(tmp_path, first.partition_key, pattern=pattern) == first
+    assert landing.locate(tmp_path, second.partition_key, pattern=pattern).path == path
+    path.write_text("CustomerID\nchanged\n")
+    with pytest.raises(InputError) as raised:
+        landing.locate(tmp_path, second.partition_key, pattern=pattern)
+    assert str(raised.value) == (
+        f"export {second.partition_key}: no file in the landing folder {tmp_path} holds its"
+        " content any more (changed or removed since it was registered); a changed file is"
+        " registered as a new export")
+    with pytest.raises(InputError, match="not an export partition key"):
+        landing.locate(tmp_path, "y.csv", pattern=pattern)
+
+
+def test_without_a_key_landing_mode_says_why_and_how_to_set_one(monkeypatch):
+    monkeypatch.delenv(settings.PSEUDONYMIZATION_KEY_ENV, raising=False)
+    with pytest.raises(InputError) as raised:
+        landing.require_stable_pseudonyms()
+    key = settings.PSEUDONYMIZATION_KEY_ENV
+    assert str(raised.value) == (
+        f"landing-folder mode ({settings.LANDING_DIR_ENV}) builds customer history across"
+        " exports, which needs the same pseudonym for a customer in every export; without"
+        f" {key} each run draws random pseudonyms and no export would join the last. Set {key}"
+        " to a long random secret (e.g. `openssl rand -hex 32`) kept outside the repository,"
+        " and keep it: changing it starts history over")
+    monkeypatch.setenv(key, "k" * 32)
+    landing.require_stable_pseudonyms()
+
+
+def test_a_file_that_fails_while_hashed_waits_or_is_refused_and_the_scan_goes_on(tmp_path,
+                                                                                monkeypatch):
+    """The faults of reading a file that passed the scan's checks (a race with its writer, a
+    disk error) cannot be staged for real here: `_read_hash` raises them for chosen names."""
+    faults = {"b.csv": BlockingIOError("changed while being read"),
+              "c.csv": OSError(5, "Input/output error"),
+              "d.csv": ValueError("not a regular file"),
+              "e.csv": OSError("no errno")}
+    real = landing._read_hash
+
+    def read_hash(path):
+        if path.name in faults:
+            raise faults[path.name]
+        return real(path)
+
+    monkeypatch.setattr(landing, "_read_hash", read_hash)
+    for name in ("a.csv", "b.csv", "c.csv", "d.csv", "e.csv", "f.csv"):
+        drop(tmp_path, name, f"CustomerID\n{name}\n")
+    found = scan(tmp_path)
+    assert found.waiting == [tmp_path / "b.csv"]
+    assert [(r.path, r.reason) for r in found.refused] == [
+        (tmp_path / "c.csv", "cannot be read: Input/output error"),
+        (tmp_path / "d.csv", "cannot be read: not a regular file"),
+        (tmp_path / "e.csv", "cannot be read: no errno")]
+    assert [e.name for e in found.exports] == ["a.csv", "f.csv"]
+
+
+def test_a_later_copy_of_an_export_is_a_duplicate_of_the_first_and_sizes_are_the_files(tmp_path):
+    drop(tmp_path, "a_2026-11-01.csv", "CustomerID\nA1\n")
+    drop(tmp_path, "b_2026-11-01.csv", "CustomerID\nA1\n")
+    found = scan(tmp_path)
+    [export] = found.exports
+    assert export.name == "a_2026-11-01.csv" and export.size == len("CustomerID\nA1\n")
+    assert found.duplicates == [(tmp_path / "b_2026-11-01.csv", export.partition_key)]
