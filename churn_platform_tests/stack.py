@@ -227,6 +227,14 @@ def wait_until(what: str, probe, timeout: float, interval: float = 1.0, on_timeo
         time.sleep(interval)
 
 
+def answers(url: str) -> bool:
+    """True once the server at `url` answers with a success."""
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
 def command_succeeds(argv: list[str], env: dict[str, str], cwd: Path) -> bool:
     try:
         return (

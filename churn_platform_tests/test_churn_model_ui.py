@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.sample_data import write_sample
@@ -18,6 +17,7 @@ from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
     GraphQL,
     ProcessGroups,
+    answers,
     finished,
     launch_run,
     wait_until,
@@ -37,12 +37,6 @@ query Checks($runId: ID!) {
   }
 }"""
 
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).ok
-    except requests.RequestException:
-        return False
 
 
 @pytest.mark.slow
@@ -65,7 +59,7 @@ def test_materializing_the_model_from_the_ui_trains_gates_and_records_it(tmp_pat
                          "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until("the UI", lambda: _answers(f"{base}/server_info"), 180,
+        wait_until("the UI", lambda: answers(f"{base}/server_info"), 180,
                    on_timeout=lambda: groups.log("dev"))
         gql = GraphQL(base)
         run_id = launch_run(gql, "__ASSET_JOB", assets=SELECTED)

@@ -7,7 +7,6 @@ import os
 import shutil
 import time
 from datetime import date, datetime, timezone
-
 from pathlib import Path
 
 import duckdb
@@ -22,7 +21,14 @@ from churn_platform.core.settings import PSEUDONYMIZATION_KEY_ENV
 from churn_platform.core.source import SourceFileError
 from churn_platform_tests import test_history as th
 from churn_platform_tests.conftest import HEADER, LANDING_KEY
-from churn_platform_tests.test_landing_load import D1, D2, D3, DAYS, assert_hand_computed, row
+from churn_platform_tests.test_landing_load import (
+    D1,
+    D2,
+    D3,
+    DAYS,
+    assert_hand_computed,
+    row,
+)
 
 KEY = LANDING_KEY.encode()
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

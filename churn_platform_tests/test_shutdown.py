@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from churn_platform import launch
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.postgres import free_port
-from churn_platform_tests.stack import processes_with_env, wait_until
+from churn_platform_tests.stack import answers, processes_with_env, wait_until
 
 # What a stopped service must be gone within: far below a hang, well above a loaded machine's stop.
 STOP_BOUND = 30
@@ -157,7 +156,7 @@ def test_make_run_stops_with_all_its_children_on_sigterm_though_sigint_was_ignor
     make = _spawn(["make", "-o", "setup", "run", f"VENV={venv}", f"PORT={port}"], env,
                   cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until("make run's UI", lambda: _answers(f"http://127.0.0.1:{port}/server_info"),
+        wait_until("make run's UI", lambda: answers(f"http://127.0.0.1:{port}/server_info"),
                    180, on_timeout=lambda: (tmp_path / "make-run.log").read_text()[-3000:])
         started = processes_with_env("CHURN_TEST_MARKER", marker)
         assert len(started) >= 4  # make, the launcher, dagster dev, its webserver, daemon...
@@ -168,9 +167,3 @@ def test_make_run_stops_with_all_its_children_on_sigterm_though_sigint_was_ignor
         _kill(processes_with_env("CHURN_TEST_MARKER", marker))
         log.close()
 
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).ok
-    except requests.RequestException:
-        return False
