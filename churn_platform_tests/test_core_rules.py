@@ -2,12 +2,14 @@
 written to kill the mutants that survived mutation testing (docs/mutation-testing.md)."""
 
 import base64
+import ctypes
 import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1161,6 +1163,46 @@ def refused_because(folder: Path) -> str:
         bm.verify_backup(folder)
     assert str(raised.value) == f"{folder}: refused: {raised.value.why}"
     return raised.value.why
+
+
+@contextmanager
+def as_a_non_root_user():
+    """File permissions enforced on this thread as for a non-root deployment: root's bypass
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) left out of its effective capabilities, and given
+    back after. Capabilities are per thread in Linux; without root there is nothing to drop."""
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
+
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    assert libc.capget(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+    before = data[0].effective
+    data[0].effective = before & ~0b110  # bits 1 and 2: CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+    try:
+        yield
+    finally:
+        data[0].effective = before
+        assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_a_backup_folder_that_cannot_be_listed_is_refused_naming_it(tmp_path):
+    folder = written(tmp_path / "b")
+    folder.chmod(0o100)  # its files can be opened by name, the folder not listed
+    try:
+        with as_a_non_root_user():
+            why = refused_because(folder)
+    finally:
+        folder.chmod(0o700)
+    assert why == "cannot be read (Permission denied)"
+    assert bm.verify_backup(folder).tables  # the same folder, readable again, verifies
 
 
 def test_a_folder_holding_its_manifest_and_the_files_it_lists_verifies(tmp_path):
