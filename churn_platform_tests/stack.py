@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from churn_platform import launch
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.launch import group_alive  # noqa: F401 (the stack tests' check)
-from churn_platform_tests.postgres import _pg_bin
+from churn_platform_tests.postgres import _pg_bin, free_port
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -198,6 +198,17 @@ class ProcessGroups:
                                 stderr=subprocess.STDOUT)
         self.started[name] = proc
         return proc
+
+    def start_ui(self, name: str = "dev") -> "GraphQL":
+        """`dagster dev` as `make run` starts it, on a free loopback port; its GraphQL API once
+        the UI answers."""
+        port = free_port()
+        self.start(name, [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
+                          "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
+        base = f"http://127.0.0.1:{port}"
+        wait_until("the UI", lambda: answers(f"{base}/server_info"), 180,
+                   on_timeout=lambda: self.log(name))
+        return GraphQL(base)
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-4000:]

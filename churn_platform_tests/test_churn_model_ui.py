@@ -13,11 +13,8 @@ import pytest
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform.sample_data import write_sample
 from churn_platform_tests.conftest import query
-from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
-    GraphQL,
     ProcessGroups,
-    answers,
     finished,
     launch_run,
     wait_until,
@@ -48,20 +45,14 @@ def test_materializing_the_model_from_the_ui_trains_gates_and_records_it(tmp_pat
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "CHURN_SOURCE_CSV": str(csv),
            "CHURN_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
            "CHURN_MODEL_DIR": str(tmp_path / "models"), "CHURN_RETRY_DELAY_SECONDS": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("CHURN_METRICS_DSN", None)
     groups = ProcessGroups(tmp_path, env, PROJECT_ROOT)
-    groups.start("dev", [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
-                         "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until("the UI", lambda: answers(f"{base}/server_info"), 180,
-                   on_timeout=lambda: groups.log("dev"))
-        gql = GraphQL(base)
+        gql = groups.start_ui()
         run_id = launch_run(gql, "__ASSET_JOB", assets=SELECTED)
         run = wait_until("the model's run", lambda: finished(gql, run_id), 300, interval=2,
                          on_timeout=lambda: groups.log("dev"))

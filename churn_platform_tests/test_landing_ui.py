@@ -7,18 +7,14 @@ cohorts are the hand-computed ones, and staging is the latest export's rows."""
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 from churn_platform.core.settings import PROJECT_ROOT
 from churn_platform_tests.conftest import LANDING_KEY, query
-from churn_platform_tests.postgres import free_port
 from churn_platform_tests.stack import (
     GraphQL,
     ProcessGroups,
-    answers,
     list_runs,
     venv_path,
     wait_until,
@@ -70,15 +66,9 @@ def test_exports_dropped_in_the_folder_fill_their_partitions_and_build_history(t
            "CHURN_DUCKDB_PATH": str(warehouse), "CHURN_RETRY_DELAY_SECONDS": "0",
            "PATH": venv_path()}
     env.pop("CHURN_METRICS_DSN", None)
-    port = free_port()
     groups = ProcessGroups(tmp_path, env, PROJECT_ROOT)
-    groups.start("dev", [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
-                         "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until("the UI", lambda: answers(f"{base}/server_info"), 180,
-                   on_timeout=lambda: groups.log("dev"))
-        gql = GraphQL(base)
+        gql = groups.start_ui()
         loaded = wait_until(
             "three loaded export partitions",
             lambda: (s := partition_stats(gql)) and s["numMaterialized"] == 3 and s, 300,
