@@ -52,7 +52,7 @@ def test_a_restored_warehouse_scores_with_its_model_from_the_backup(generated, p
 
 
 def test_a_changed_model_file_in_the_backup_is_refused(taken, tmp_path):
-    [model] = [f for f in taken.iterdir() if f.suffix == ".skops"]
+    [model] = [f for f in taken.iterdir() if f.suffix == ".zip"]
     model.write_bytes(model.read_bytes() + b"x")
     with pytest.raises(BackupRefused, match=f"{model.name} .model .* does not match"):
         backup.restore_backup(taken, tmp_path / "new.duckdb", tmp_path / "new_models")
@@ -64,10 +64,10 @@ def test_a_different_file_under_the_model_name_is_refused_not_replaced(taken, tm
     [model] = manifest["models"]
     models = tmp_path / "new_models"
     models.mkdir()
-    (models / f"{model['version']}.skops").write_bytes(b"someone else's file")
+    (models / f"{model['version']}.zip").write_bytes(b"someone else's file")
     with pytest.raises(BackupRefused, match="exists with other content"):
         backup.restore_backup(taken, tmp_path / "new.duckdb", models)
-    assert (models / f"{model['version']}.skops").read_bytes() == b"someone else's file"
+    assert (models / f"{model['version']}.zip").read_bytes() == b"someone else's file"
     assert not (tmp_path / "new.duckdb").exists()  # refused before the warehouse is written
 
 
@@ -97,4 +97,4 @@ def test_a_model_file_missing_or_changed_is_left_out_and_counted(platform, tmp_p
     assert (metadata["models"].value, metadata["models_not_backed_up"].value) == (0, 1)
     [folder] = backup.list_backups(tmp_path / "backups")
     assert json.loads((folder / MANIFEST).read_text())["models"] == []
-    assert not [f for f in folder.iterdir() if f.suffix == ".skops"]
+    assert not [f for f in folder.iterdir() if f.suffix == ".zip"]

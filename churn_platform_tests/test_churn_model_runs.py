@@ -111,15 +111,17 @@ def test_scores_cover_exactly_the_non_churned_customers(generated):
     assert versions == 1 and reasons == 0
 
 
-def test_the_model_is_stored_owner_only_as_skops_under_its_hash(generated):
+def test_the_model_is_stored_owner_only_as_onnx_and_its_card_under_its_hash(generated):
     folder, _, result = generated
     version = model_metadata(result)["model_version"]
     [stored] = (folder / "models").iterdir()
-    assert stored.name == f"{version}.skops"
+    assert stored.name == f"{version}.zip"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert stat.S_IMODE((folder / "models").stat().st_mode) == 0o700
-    assert zipfile.is_zipfile(stored)  # skops' format: JSON schema and arrays, no pickle
-    assert cm.load_model(stored).version == version
+    with zipfile.ZipFile(stored) as archive:  # an ONNX graph and a JSON card: no pickle
+        assert sorted(archive.namelist()) == sorted([cm.ONNX_MEMBER, cm.CARD_MEMBER])
+    assert cm.load_linear_model(stored).version == version
+    assert cm.load_onnx(stored, version)
 
 
 def test_a_wrong_score_count_fails_the_coverage_check(platform):
@@ -313,7 +315,7 @@ database, csv, models, job = sys.argv[1:]
 with dg.instance_for_test() as instance:
     ok = platform_defs(database, csv, models).resolve_job_def(job).execute_in_process(
         instance=instance, raise_on_error=False).success
-print(json.dumps([ok, sorted(m for m in ("pandas", "numpy", "sklearn", "skops")
+print(json.dumps([ok, sorted(m for m in ("pandas", "numpy", "sklearn", "onnx")
                              if m in sys.modules)]))
 """
 
@@ -334,13 +336,13 @@ def _imports_after(platform: Platform, job: str) -> tuple[bool, list[str]]:
 
 def test_re_scoring_in_the_elt_imports_no_ml_library_nor_pandas(platform):
     """The ELT re-scores from the stored model's linear form (JSON checked against the version
-    hash) and reads no frame: its process loads neither scikit-learn, skops, numpy nor pandas
+    hash) and reads no frame: its process loads neither scikit-learn, ONNX, numpy nor pandas
     (about 2.5 s and 200 MiB at every hourly start). Training does load them (the other side)."""
     assert _imports_after(platform, "churn_elt_job") == (True, [])
     rescored = query(platform.database, SCORES_SQL)
     assert len(rescored) == 1 and rescored[0][1] > 0
     ok, loaded = _imports_after(platform, "churn_model_job")
-    assert ok and {"pandas", "sklearn", "skops"} <= set(loaded)
+    assert ok and {"pandas", "sklearn", "onnx"} <= set(loaded)
 
 
 # Published for the same 1,000-row file (Kaggle "telecom-customer-churn-insights-for-analysis",

@@ -66,7 +66,7 @@ def test_materializing_the_model_from_the_ui_trains_gates_and_records_it(tmp_pat
     [(version, promoted)] = query(tmp_path / "warehouse.duckdb",
                                   "SELECT model_version, promoted"
                                   " FROM analytics.churn_model_evaluations")
-    assert promoted and (tmp_path / "models" / f"{version}.skops").is_file()
+    assert promoted and (tmp_path / "models" / f"{version}.zip").is_file()
     # Only what was selected ran: no scores until a job (or a selection) includes them.
     assert query(tmp_path / "warehouse.duckdb", "SELECT count(*) FROM information_schema.tables"
                  " WHERE table_name = 'churn_scores'") == [(0,)]

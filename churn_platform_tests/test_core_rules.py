@@ -1868,7 +1868,7 @@ def test_a_failed_write_without_an_error_context_names_the_table():
 def stored_model(model_dir: Path, content: bytes) -> str:
     version = hashlib.sha256(content).hexdigest()
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / f"{version}.skops").write_bytes(content)
+    (model_dir / f"{version}.zip").write_bytes(content)
     return version
 
 
@@ -1891,23 +1891,23 @@ def test_backing_up_models_copies_each_as_numbered_files_and_says_why_one_was_no
     folder.mkdir()
     one, two = stored_model(models, b"model one"), stored_model(models, b"model two")
     changed = stored_model(models, b"model three")
-    (models / f"{changed}.skops").write_bytes(b"rewritten")
+    (models / f"{changed}.zip").write_bytes(b"rewritten")
     missing = "f" * 64
     (models / "folder").mkdir()
     linked = "e" * 64
-    (models / f"{linked}.skops").symlink_to(models / f"{one}.skops")
+    (models / f"{linked}.zip").symlink_to(models / f"{one}.zip")
     copied, skipped = back_up_models([one, missing, changed, linked, two], models, folder)
-    assert copied == [Model("model-001.skops", one, 9), Model("model-002.skops", two, 9)]
-    assert (folder / "model-001.skops").read_bytes() == b"model one"
-    assert (folder / "model-002.skops").read_bytes() == b"model two"
-    assert sorted(p.name for p in folder.iterdir()) == ["model-001.skops", "model-002.skops"]
-    assert oct((folder / "model-001.skops").stat().st_mode & 0o777) == "0o600"
+    assert copied == [Model("model-001.zip", one, 9), Model("model-002.zip", two, 9)]
+    assert (folder / "model-001.zip").read_bytes() == b"model one"
+    assert (folder / "model-002.zip").read_bytes() == b"model two"
+    assert sorted(p.name for p in folder.iterdir()) == ["model-001.zip", "model-002.zip"]
+    assert oct((folder / "model-001.zip").stat().st_mode & 0o777) == "0o600"
     rewritten = hashlib.sha256(b"rewritten").hexdigest()
     assert skipped == {
-        missing: f"{models / (missing + '.skops')} is missing",
-        changed: f"{models / (changed + '.skops')} changed since it was stored (SHA-256"
+        missing: f"{models / (missing + '.zip')} is missing",
+        changed: f"{models / (changed + '.zip')} changed since it was stored (SHA-256"
                  f" {rewritten})",
-        linked: f"{models / (linked + '.skops')} cannot be read as a regular file (Too many"
+        linked: f"{models / (linked + '.zip')} cannot be read as a regular file (Too many"
                 " levels of symbolic links)",
     }
 
@@ -1917,29 +1917,29 @@ def test_restoring_models_copies_the_missing_keeps_the_same_and_refuses_another(
     from churn_platform.core.backup_models import check_models, restore_models
     backup = tmp_path / "backup"
     backup.mkdir()
-    (backup / "model-001.skops").write_bytes(b"model one")
-    (backup / "model-002.skops").write_bytes(b"model two")
-    one = Model("model-001.skops", hashlib.sha256(b"model one").hexdigest(), 9)
-    two = Model("model-002.skops", hashlib.sha256(b"model two").hexdigest(), 9)
+    (backup / "model-001.zip").write_bytes(b"model one")
+    (backup / "model-002.zip").write_bytes(b"model two")
+    one = Model("model-001.zip", hashlib.sha256(b"model one").hexdigest(), 9)
+    two = Model("model-002.zip", hashlib.sha256(b"model two").hexdigest(), 9)
     target = tmp_path / "restored" / "models"
     stored_model(target, b"model two")  # already there, the same
-    assert restore_models(backup, [one, two], target) == [target / f"{one.version}.skops"]
-    assert (target / f"{one.version}.skops").read_bytes() == b"model one"
+    assert restore_models(backup, [one, two], target) == [target / f"{one.version}.zip"]
+    assert (target / f"{one.version}.zip").read_bytes() == b"model one"
     fresh = tmp_path / "fresh" / "models"
-    assert restore_models(backup, [two], fresh) == [fresh / f"{two.version}.skops"]
+    assert restore_models(backup, [two], fresh) == [fresh / f"{two.version}.zip"]
     assert oct(fresh.stat().st_mode & 0o777) == "0o700"
     assert sorted(p.name for p in target.iterdir()) == sorted(
-        [f"{one.version}.skops", f"{two.version}.skops"])  # no partial file left
+        [f"{one.version}.zip", f"{two.version}.zip"])  # no partial file left
     assert restore_models(backup, [one, two], target) == []  # both present: nothing written
-    (target / f"{two.version}.skops").write_bytes(b"someone else's")
+    (target / f"{two.version}.zip").write_bytes(b"someone else's")
     for call in (check_models, restore_models):
         with pytest.raises(BackupRefused) as raised:
             call(backup, [one, two], target)
         assert str(raised.value) == (
-            f"{backup}: refused: {target / (two.version + '.skops')} exists with other content"
+            f"{backup}: refused: {target / (two.version + '.zip')} exists with other content"
             f" than model {two.version}: move it away, then restore again")
-    (target / f"{two.version}.skops").unlink()
-    (target / f"{two.version}.skops").mkdir()  # not even a file: refused as well
+    (target / f"{two.version}.zip").unlink()
+    (target / f"{two.version}.zip").mkdir()  # not even a file: refused as well
     with pytest.raises(BackupRefused):
         check_models(backup, [two], target)
     check_models(backup, [one], target)  # the same file: fine
@@ -2025,14 +2025,14 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
 def model_entry(**edits) -> dict:
-    return {"file": "model-001.skops", "version": SHA_A, "size_bytes": 0, **edits}
+    return {"file": "model-001.zip", "version": SHA_A, "size_bytes": 0, **edits}
 
 
 def test_a_manifest_lists_its_models_and_writes_them_back_alike():
-    second = model_entry(file="model-002.skops", version=SHA_B, size_bytes=7)
+    second = model_entry(file="model-002.zip", version=SHA_B, size_bytes=7)
     contents = bm.parse_manifest(document(models=[model_entry(), second]))
-    assert contents.models == [bm.Model("model-001.skops", SHA_A, 0),
-                               bm.Model("model-002.skops", SHA_B, 7)]
+    assert contents.models == [bm.Model("model-001.zip", SHA_A, 0),
+                               bm.Model("model-002.zip", SHA_B, 7)]
     assert [m.as_json() for m in contents.models] == [model_entry(), second]
 
 
@@ -2041,30 +2041,30 @@ MODEL_FIELDS = ("model 2 of the manifest does not have exactly the fields"
 
 
 @pytest.mark.parametrize("entry, why", [
-    ("model-002.skops", MODEL_FIELDS),
+    ("model-002.zip", MODEL_FIELDS),
     ({k: v for k, v in model_entry().items() if k != "size_bytes"}, MODEL_FIELDS),
     ({**model_entry(), "sha256": SHA_B}, MODEL_FIELDS),
-    (model_entry(file="model-02.skops"),
-     "model 2 of the manifest: file name 'model-02.skops' is not model-NNN.skops"),
-    (model_entry(file="model-002.skops.tmp"),
-     "model 2 of the manifest: file name 'model-002.skops.tmp' is not model-NNN.skops"),
-    (model_entry(file=2), "model 2 of the manifest: file name 2 is not model-NNN.skops"),
-    (model_entry(file="model-002.skops", version="A" * 64),
+    (model_entry(file="model-02.zip"),
+     "model 2 of the manifest: file name 'model-02.zip' is not model-NNN.zip"),
+    (model_entry(file="model-002.zip.tmp"),
+     "model 2 of the manifest: file name 'model-002.zip.tmp' is not model-NNN.zip"),
+    (model_entry(file=2), "model 2 of the manifest: file name 2 is not model-NNN.zip"),
+    (model_entry(file="model-002.zip", version="A" * 64),
      "model 2 of the manifest: version is not 64 lower-case hex digits"),
-    (model_entry(file="model-002.skops", version=SHA_B[:63]),
+    (model_entry(file="model-002.zip", version=SHA_B[:63]),
      "model 2 of the manifest: version is not 64 lower-case hex digits"),
-    (model_entry(file="model-002.skops", version=5),
+    (model_entry(file="model-002.zip", version=5),
      "model 2 of the manifest: version is not 64 lower-case hex digits"),
-    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=-1),
+    (model_entry(file="model-002.zip", version=SHA_B, size_bytes=-1),
      "model 2 of the manifest: size_bytes is not a count"),
-    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=True),
+    (model_entry(file="model-002.zip", version=SHA_B, size_bytes=True),
      "model 2 of the manifest: size_bytes is not a count"),
-    (model_entry(file="model-002.skops", version=SHA_B, size_bytes=1.0),
+    (model_entry(file="model-002.zip", version=SHA_B, size_bytes=1.0),
      "model 2 of the manifest: size_bytes is not a count"),
     (model_entry(version=SHA_B), "two tables or models share a file"),
     (model_entry(file="table-001.parquet", version=SHA_B),
-     "model 2 of the manifest: file name 'table-001.parquet' is not model-NNN.skops"),
-    (model_entry(file="model-002.skops"), "two models share a version"),
+     "model 2 of the manifest: file name 'table-001.parquet' is not model-NNN.zip"),
+    (model_entry(file="model-002.zip"), "two models share a version"),
 ])
 def test_a_model_entry_breaking_one_rule_is_refused_saying_which(entry, why):
     with pytest.raises(ValueError) as raised:
@@ -2075,18 +2075,18 @@ def test_a_model_entry_breaking_one_rule_is_refused_saying_which(entry, why):
 
 def test_a_model_copy_never_overwrites_nor_writes_through_a_link(tmp_path):
     from churn_platform.core.backup_models import _copy
-    source = tmp_path / "source.skops"
+    source = tmp_path / "source.zip"
     source.write_bytes(b"model")
-    (tmp_path / "taken.skops").write_bytes(b"other")
+    (tmp_path / "taken.zip").write_bytes(b"other")
     with pytest.raises(FileExistsError):
-        _copy(source, tmp_path / "taken.skops")
-    assert (tmp_path / "taken.skops").read_bytes() == b"other"
-    (tmp_path / "link.skops").symlink_to(tmp_path / "elsewhere.skops")  # a dangling link
+        _copy(source, tmp_path / "taken.zip")
+    assert (tmp_path / "taken.zip").read_bytes() == b"other"
+    (tmp_path / "link.zip").symlink_to(tmp_path / "elsewhere.zip")  # a dangling link
     with pytest.raises(FileExistsError):
-        _copy(source, tmp_path / "link.skops")
-    assert not (tmp_path / "elsewhere.skops").exists()
-    _copy(source, tmp_path / "new.skops")
-    assert (tmp_path / "new.skops").read_bytes() == b"model"
+        _copy(source, tmp_path / "link.zip")
+    assert not (tmp_path / "elsewhere.zip").exists()
+    _copy(source, tmp_path / "new.zip")
+    assert (tmp_path / "new.zip").read_bytes() == b"model"
 
 
 def test_a_backup_carries_the_recorded_models_and_a_restore_puts_them_back(tmp_path):
@@ -2100,23 +2100,23 @@ def test_a_backup_carries_the_recorded_models_and_a_restore_puts_them_back(tmp_p
         taken = backups.take_backup(conn, tmp_path / "backups", NOW, model_dir=models)
     assert bm.verify_backup(without).models == []
     first, second = sorted([one, two])
-    assert bm.verify_backup(taken).models == [bm.Model("model-001.skops", first, 9),
-                                              bm.Model("model-002.skops", second, 9)]
+    assert bm.verify_backup(taken).models == [bm.Model("model-001.zip", first, 9),
+                                              bm.Model("model-002.zip", second, 9)]
     # Restored with the models: both come back by version; without a folder, none.
     restored = tmp_path / "restored" / "models"
     backups.restore_backup(taken, tmp_path / "w1.duckdb")
     assert not restored.exists()
     backups.restore_backup(taken, tmp_path / "w2.duckdb", model_dir=restored)
     assert sorted(p.name for p in restored.iterdir()) == sorted(
-        [f"{one}.skops", f"{two}.skops"])
-    assert (restored / f"{one}.skops").read_bytes() == b"model one"
+        [f"{one}.zip", f"{two}.zip"])
+    assert (restored / f"{one}.zip").read_bytes() == b"model one"
     backups.restore_backup(without, tmp_path / "w3.duckdb", model_dir=tmp_path / "none")
     assert not (tmp_path / "none").exists()  # no model to restore: the folder is not made
     # A different file under a model's name: refused before the warehouse is written.
-    (restored / f"{one}.skops").write_bytes(b"someone else's")
+    (restored / f"{one}.zip").write_bytes(b"someone else's")
     with pytest.raises(bm.BackupRefused) as raised:
         backups.restore_backup(taken, tmp_path / "w4.duckdb", model_dir=restored)
-    assert str(raised.value).startswith(f"{taken}: refused: {restored / (one + '.skops')}")
+    assert str(raised.value).startswith(f"{taken}: refused: {restored / (one + '.zip')}")
     assert not (tmp_path / "w4.duckdb").exists()
 
 
@@ -2132,9 +2132,9 @@ def test_the_restore_command_puts_models_in_the_given_folder_else_the_setting(
     monkeypatch.setenv("CHURN_MODEL_DIR", str(setting))
     assert backups.main(["restore", str(taken), str(tmp_path / "a.duckdb"),
                          "--models", str(given)]) == 0
-    assert [p.name for p in given.iterdir()] == [f"{version}.skops"] and not setting.exists()
+    assert [p.name for p in given.iterdir()] == [f"{version}.zip"] and not setting.exists()
     assert backups.main(["restore", str(taken), str(tmp_path / "b.duckdb")]) == 0
-    assert [p.name for p in setting.iterdir()] == [f"{version}.skops"]
+    assert [p.name for p in setting.iterdir()] == [f"{version}.zip"]
     with pytest.raises(SystemExit):
         backups.main(["restore", "--help"])
     assert re.search(r"MODELS where the backup's model files go \(default: CHURN_MODEL_DIR\)( |$)",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from churn_platform.core.churn_model import SUFFIX as MODEL_SUFFIX
 from churn_platform.core.errors import InputError
 
 FORMAT = "churn_platform-backup"
@@ -28,7 +29,7 @@ NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # DuckDB's own catalogs and schemas: a table there would not land in the restored file.
 RESERVED = frozenset({"temp", "system", "information_schema", "pg_catalog"})
 FILE = re.compile(r"table-[0-9]{3}\.parquet")
-MODEL_FILE = re.compile(r"model-[0-9]{3}\.skops")
+MODEL_FILE = re.compile(r"model-[0-9]{3}" + re.escape(MODEL_SUFFIX))
 SHA256 = re.compile(r"[0-9a-f]{64}")
 DECIMAL = re.compile(r"DECIMAL\(([0-9]{1,2}),([0-9]{1,2})\)")
 TYPES = frozenset({
@@ -157,7 +158,7 @@ def _model(entry: Any, index: int) -> Model:
     if not isinstance(entry, dict) or set(entry) != MODEL_KEYS:
         raise ValueError(f"{where} does not have exactly the fields {sorted(MODEL_KEYS)}")
     if not isinstance(entry["file"], str) or not MODEL_FILE.fullmatch(entry["file"]):
-        raise ValueError(f"{where}: file name {entry['file']!r} is not model-NNN.skops")
+        raise ValueError(f"{where}: file name {entry['file']!r} is not model-NNN{MODEL_SUFFIX}")
     if not isinstance(entry["version"], str) or not SHA256.fullmatch(entry["version"]):
         raise ValueError(f"{where}: version is not 64 lower-case hex digits")
     if type(entry["size_bytes"]) is not int or entry["size_bytes"] < 0:

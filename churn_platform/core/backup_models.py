@@ -4,7 +4,7 @@ A restored warehouse names its promoted model by version; without the file, scor
 versions a backup carries are those the warehouse records (`churn_model_evaluations`), read in the
 backup's transaction; a version is the file's SHA-256, so a file is checked by its name alone and
 copying never needs to trust its content (restore does not load it: scoring loads it, with its
-trusted-types check, as it loads any stored model).
+SHA-256 check, as it loads any stored model).
 """
 
 import os
@@ -18,6 +18,7 @@ from churn_platform.core.backup_manifest import (
     Model,
     file_digest,
 )
+from churn_platform.core.churn_model import SUFFIX, file_name
 from churn_platform.core.tables import EVALUATIONS_TABLE
 from churn_platform.core.warehouse import table_exists
 
@@ -45,13 +46,13 @@ def _copy(source: Path, target: Path) -> None:
 
 def back_up_models(versions: list[str], model_dir: Path, folder: Path
                    ) -> tuple[list[Model], dict[str, str]]:
-    """Copy each version's `<version>.skops` into `folder` as model-NNN.skops; returns what was
+    """Copy each version's `<version>.zip` into `folder` as model-NNN.zip; returns what was
     copied and, by version, why a recorded model was not (missing, or changed since it was
     stored: its SHA-256 is no longer its name)."""
     models, skipped = [], {}
     for version in versions:
-        source = model_dir / f"{version}.skops"
-        target = folder / f"model-{len(models) + 1:03d}.skops"
+        source = model_dir / file_name(version)
+        target = folder / f"model-{len(models) + 1:03d}{SUFFIX}"
         try:
             _copy(source, target)
         except FileNotFoundError:
@@ -71,7 +72,7 @@ def back_up_models(versions: list[str], model_dir: Path, folder: Path
 
 def _present(backup: Path, model: Model, model_dir: Path) -> bool:
     """Whether the model is in `model_dir` already; a different file under its name is refused."""
-    target = model_dir / f"{model.version}.skops"
+    target = model_dir / file_name(model.version)
     if not os.path.lexists(target):
         return False
     try:
@@ -91,12 +92,12 @@ def check_models(backup: Path, models: list[Model], model_dir: Path) -> None:
 
 
 def restore_models(backup: Path, models: list[Model], model_dir: Path) -> list[Path]:
-    """Copy the verified model files into `model_dir` as `<version>.skops`, owner-only. A file
+    """Copy the verified model files into `model_dir` as `<version>.zip`, owner-only. A file
     already there with the right content stays; one with other content is refused, not replaced."""
     model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
     for model in models:
-        target = model_dir / f"{model.version}.skops"
+        target = model_dir / file_name(model.version)
         if _present(backup, model, model_dir):
             continue
         partial = model_dir / f".{model.version}.restoring"

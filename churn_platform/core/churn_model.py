@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-# scikit-learn, skops, numpy and pandas are imported where a model is trained, stored or read
-# whole: at module level they cost every Dagster process (each run of churn_elt_job included)
-# 2.5 s and 200 MiB at start. Scoring needs none of them (load_linear_model).
+# scikit-learn, skl2onnx, numpy and pandas are imported where a model is trained or stored: at
+# module level they cost every Dagster process (each run of churn_elt_job included) 2.5 s and
+# 200 MiB at start. Scoring needs none of them (load_linear_model).
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -43,17 +43,14 @@ HIGH_RISK_SHARE = 0.10
 # float subtraction (0.80 - 0.78 = 0.02000000000000002) is.
 _TOLERANCE = 1e-12
 FORMAT = "churn_platform.churn_model/1"
-# The zip member, beside skops' own, that holds the card and the linear form as JSON: what
-# scoring reads, under the same SHA-256 as the rest of the file, without skops or scikit-learn.
+# A stored model is a zip of two members, named `<version>.zip` (its SHA-256): the fitted
+# pipeline as an ONNX graph, a format of data that runs no code when read (never a pickle), and
+# the card: features, evaluation, bands and the linear form scoring reads, as JSON.
+ONNX_MEMBER = "model.onnx"
 CARD_MEMBER = "churn_platform_card.json"
-# Every type the stored file may hold; loading refuses a file that needs any other.
-TRUSTED_TYPES = [
-    "sklearn.pipeline.Pipeline",
-    "sklearn.compose._column_transformer.ColumnTransformer",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.linear_model._logistic.LogisticRegression",
-]
+MEMBERS = sorted((ONNX_MEMBER, CARD_MEMBER))
+SUFFIX = ".zip"
+_MEMBER_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest: the same model gives the same bytes
 
 
 class ModelIntegrityError(ValueError):
@@ -258,7 +255,8 @@ def train(frame: pd.DataFrame, absent=(), seed: int = SEED) -> ChurnModel:
 
 
 def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
-    """A stored model's ROC AUC on `frame`: the promoted model's score for the gate.
+    """A stored model's ROC AUC on `frame`: the promoted model's score for the gate, from its
+    linear form, as scoring uses it (the logit ranks rows as the probability does).
 
     Rows the promoted model was trained on flatter it a little; with a dozen coefficients fit
     on 50k+ rows that optimism is far below the gate's 0.02 margin.
@@ -268,8 +266,8 @@ def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
     missing = [f for f in model.selection.features if f not in frame.columns]
     if missing:
         raise ValueError(f"the model needs {', '.join(missing)}, which the data lacks")
-    scores = model.pipeline.predict_proba(frame[list(model.selection.features)])[:, 1]
-    return float(roc_auc_score(_labels(frame), scores))
+    logits = model.linear_form().baseline + contributions(model, frame).sum(axis=1)
+    return float(roc_auc_score(_labels(frame), logits))
 
 
 def gate(roc_auc: float, promoted_roc_auc: float | None = None) -> GateDecision:
@@ -345,7 +343,7 @@ def contributions(model: ChurnModel, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)[list(model.selection.features)]
 
 
-# -- storage: skops, loaded with an explicit list of trusted types; never a pickle ------------
+# -- storage: the pipeline as an ONNX graph (data, no code) and the card as JSON, in one zip --
 
 def _card(model: ChurnModel) -> str:
     return json.dumps({
@@ -360,16 +358,31 @@ def _card(model: ChurnModel) -> str:
     }, sort_keys=True)
 
 
-def dump_model(model: ChurnModel) -> bytes:
-    """The file's bytes: skops' zip of the pipeline and the JSON card, plus the card again as
-    its own member (CARD_MEMBER) for scoring. Only feature columns were fitted, so no
-    customer id is in it."""
-    import skops.io as sio
+def _onnx_graph(model: ChurnModel) -> bytes:
+    """The fitted pipeline as an ONNX graph: one input per feature, named after it, shaped
+    [rows, 1] (numerics as doubles, categories as strings); output `probabilities`, the
+    columns retained and churned. Any ONNX runtime serves it."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    card = _card(model)
-    buffer = io.BytesIO(sio.dumps({"pipeline": model.pipeline, "card": card}))
-    with zipfile.ZipFile(buffer, "a") as archive:  # skops reads only the members it wrote
-        archive.writestr(CARD_MEMBER, card)
+    inputs = ([(name, DoubleTensorType([None, 1])) for name in model.selection.numeric]
+              + [(name, StringTensorType([None, 1])) for name in model.selection.categorical])
+    classifier = model.pipeline.steps[-1][1]
+    graph = to_onnx(model.pipeline, initial_types=inputs,
+                    options={id(classifier): {"zipmap": False}})
+    return graph.SerializeToString()
+
+
+def dump_model(model: ChurnModel) -> bytes:
+    """The file's bytes: a zip of the ONNX graph (ONNX_MEMBER) and the card (CARD_MEMBER),
+    whose linear form is what scoring reads. Members carry a fixed date, so the same model
+    gives the same bytes and version. Only feature columns were fitted: no customer id is in it.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in ((ONNX_MEMBER, _onnx_graph(model)),
+                              (CARD_MEMBER, _card(model).encode())):
+            archive.writestr(zipfile.ZipInfo(name, _MEMBER_DATE), content)
     return buffer.getvalue()
 
 
@@ -377,11 +390,15 @@ def model_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_name(version: str) -> str:
+    return f"{version}{SUFFIX}"
+
+
 def save_model(model: ChurnModel, directory: str | Path) -> tuple[Path, str]:
-    """Write `<version>.skops` under `directory`; returns its path and version (SHA-256)."""
+    """Write `<version>.zip` under `directory`; returns its path and version (SHA-256)."""
     data = dump_model(model)
     version = model_version(data)
-    path = Path(directory) / f"{version}.skops"
+    path = Path(directory) / file_name(version)
     # Owner-only: a model is the company's learned view of its customers.
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -404,53 +421,73 @@ def _verified_bytes(path: Path, version: str | None) -> tuple[bytes, str]:
     return data, actual
 
 
-def _from_card(card: dict, path: Path, pipeline, version: str) -> ChurnModel:
-    if card.get("format") != FORMAT:
+def _members(path: Path, data: bytes, *names: str) -> list[bytes]:
+    """The named members of a model file, which must hold exactly ONNX_MEMBER and CARD_MEMBER."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            found = sorted(archive.namelist())
+            members = [archive.read(name) for name in names] if found == MEMBERS else None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelIntegrityError(f"model file {path} cannot be read: {error}") from None
+    if members is None:
+        raise ModelIntegrityError(f"model file {path} holds {found}, not exactly {MEMBERS}")
+    return members
+
+
+def _from_card(data: bytes, path: Path, version: str) -> ChurnModel:
+    try:
+        card = json.loads(data)
+    except ValueError as error:
+        raise ModelIntegrityError(f"model file {path}: its card is not JSON ({error})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise ModelIntegrityError(f"model file {path} is not in format {FORMAT}")
-    selection = FeatureSelection(tuple(card["selection"]["numeric"]),
-                                 tuple(card["selection"]["categorical"]),
-                                 card["selection"]["left_out"])
-    form = card.get("linear_form")
-    if form is not None:
+    try:
+        selection = FeatureSelection(tuple(card["selection"]["numeric"]),
+                                     tuple(card["selection"]["categorical"]),
+                                     card["selection"]["left_out"])
+        form = card["linear_form"]
         form = LinearForm(form["baseline"], {k: tuple(v) for k, v in form["numeric"].items()},
                           form["categorical"], form["unseen"])
-    return ChurnModel(pipeline, selection, Evaluation(**card["evaluation"]),
-                      RiskBands(**card["bands"]), card["category_frequencies"], version, form)
+        return ChurnModel(None, selection, Evaluation(**card["evaluation"]),
+                          RiskBands(**card["bands"]), card["category_frequencies"], version, form)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ModelIntegrityError(f"model file {path}: its card lacks {error}") from None
 
 
 def load_linear_model(path: str | Path, version: str | None = None) -> ChurnModel:
-    """The stored model for scoring: its card and linear form, read as JSON from the file
-    after its SHA-256 is checked against `version` (as load_model does), without skops or
-    scikit-learn, so an ELT run that re-scores imports neither. `pipeline` is None.
-
-    A file written before the form was kept beside the pipeline is loaded whole instead.
-    """
+    """The stored model as scoring and the gate use it: its card and linear form, read as JSON
+    after the file's SHA-256 is checked against `version` (default: the file name's stem).
+    Neither scikit-learn nor ONNX is imported, so an ELT run that re-scores loads neither.
+    `pipeline` is None; raises ModelIntegrityError for a changed or malformed file."""
     path = Path(path)
     data, actual = _verified_bytes(path, version)
+    [card] = _members(path, data, CARD_MEMBER)
+    return _from_card(card, path, actual)
+
+
+def load_onnx(path: str | Path, version: str | None = None) -> bytes:
+    """The stored model's ONNX graph, to serve it elsewhere (e.g. onnxruntime.InferenceSession),
+    after the SHA-256 check: a valid ONNX model whose inputs are the card's features, with no
+    external data (a graph naming a file to read is refused)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    path = Path(path)
+    data, actual = _verified_bytes(path, version)
+    graph, card = _members(path, data, ONNX_MEMBER, CARD_MEMBER)
+    features = list(_from_card(card, path, actual).selection.features)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            card = json.loads(archive.read(CARD_MEMBER))
-    except KeyError:
-        return load_model(path, version)
-    except (zipfile.BadZipFile, ValueError) as error:
-        raise ModelIntegrityError(f"model file {path} cannot be read: {error}") from None
-    if card.get("linear_form") is None:
-        return load_model(path, version)
-    return _from_card(card, path, None, actual)
-
-
-def load_model(path: str | Path, version: str | None = None) -> ChurnModel:
-    """Load a stored model after checking that its SHA-256 is `version` (default: the file
-    name's stem) and that it holds only TRUSTED_TYPES; raises ModelIntegrityError otherwise."""
-    import skops.io as sio
-
-    path = Path(path)
-    data, actual = _verified_bytes(path, version)
-    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
-    if untrusted:
-        raise ModelIntegrityError(
-            f"model file {path} holds types outside the trusted list: {', '.join(untrusted)}")
-    content = sio.loads(data, trusted=TRUSTED_TYPES)
-    model = _from_card(json.loads(content["card"]), path, content["pipeline"], actual)
-    model.form = None  # from the pipeline itself, not from the card
-    return model
+        parsed = onnx.load_model_from_string(graph)
+        if any(uses_external_data(t) for t in parsed.graph.initializer):
+            raise ModelIntegrityError(f"model file {path}: {ONNX_MEMBER} refers to external data")
+        onnx.checker.check_model(parsed)
+    except ModelIntegrityError:
+        raise
+    except Exception as error:  # protobuf's and the checker's errors have no common base
+        raise ModelIntegrityError(f"model file {path}: {ONNX_MEMBER} is not a valid ONNX"
+                                  f" model ({type(error).__name__})") from None
+    inputs = [i.name for i in parsed.graph.input]
+    if inputs != features:
+        raise ModelIntegrityError(f"model file {path}: the graph's inputs {inputs} are not the"
+                                  f" card's features {features}")
+    return graph

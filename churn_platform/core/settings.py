@@ -49,7 +49,7 @@ def retry_delay_seconds() -> float:
 
 
 def model_dir() -> Path:
-    """Where churn models are stored (CHURN_MODEL_DIR), one `<version>.skops` file each."""
+    """Where churn models are stored (CHURN_MODEL_DIR), one `<version>.zip` file each."""
     return Path(os.environ.get("CHURN_MODEL_DIR") or PROJECT_ROOT / "data" / "models")
 
 

@@ -17,8 +17,8 @@ from churn_platform.core import settings
 from churn_platform.core.churn_model import (
     ChurnModel,
     ModelIntegrityError,
+    file_name,
     load_linear_model,
-    load_model,
     save_model,
 )
 from churn_platform.core.mapping import SourceMapping, load_mapping
@@ -78,29 +78,23 @@ def _fixed(value: object, description: str) -> dg.ResourceDefinition:
 
 @dataclass(frozen=True)
 class ChurnModelStore:
-    """The folder of churn models (CHURN_MODEL_DIR): one `<version>.skops` file each, owner-only.
+    """The folder of churn models (CHURN_MODEL_DIR): one `<version>.zip` file each, owner-only.
 
-    Loading checks the file's SHA-256 against the version the warehouse recorded and allows
-    only the trusted types: a changed or foreign file fails the step, naming the file.
+    Loading reads the card (features, bands, the linear form scoring uses) after checking the
+    file's SHA-256 against the version the warehouse recorded: a changed or foreign file fails
+    the step, naming the file.
     """
 
     directory: str
 
     def path(self, version: str) -> Path:
-        return Path(self.directory) / f"{version}.skops"
+        return Path(self.directory) / file_name(version)
 
     def save(self, model: ChurnModel) -> tuple[Path, str]:
         return save_model(model, self.directory)
 
     def load(self, version: str) -> ChurnModel:
-        """The whole model (its scikit-learn pipeline): what training compares with."""
-        return self._checked(version, load_model)
-
-    def load_for_scoring(self, version: str) -> ChurnModel:
-        """Its linear form only (no scikit-learn, skops or pandas), same SHA-256 check."""
-        return self._checked(version, load_linear_model)
-
-    def _checked(self, version: str, loader) -> ChurnModel:
+        """The model as scoring and the gate use it (no scikit-learn, ONNX or pandas)."""
         path = self.path(version)
         if not path.exists():
             raise dg.Failure(
@@ -109,7 +103,7 @@ class ChurnModelStore:
                 " folder that holds it); training compares with it and scoring uses it",
                 allow_retries=False)
         try:
-            return loader(path, version)
+            return load_linear_model(path, version)
         except ModelIntegrityError as error:
             raise dg.Failure(str(error), allow_retries=False) from None
 

@@ -74,7 +74,7 @@ def _compare(context, store: ChurnModelStore, promoted, frame: "pd.DataFrame"):
                 "A logistic regression of churn_flag (churn as the export states it now, not a"
                 " forecast of a date) on the canonical fields the source provides, trained on a"
                 f" stratified sample of up to {SAMPLE_ROWS:,} rows of analytics.customer_churn,"
-                f" evaluated by {cm.N_FOLDS}-fold stratified cross-validation. Stored as skops"
+                f" evaluated by {cm.N_FOLDS}-fold stratified cross-validation. Stored as ONNX"
                 " (no pickle) in CHURN_MODEL_DIR under its SHA-256; the gate check decides"
                 " whether it is promoted."
             ),
@@ -197,7 +197,7 @@ def churn_scores(
             "No churn model is promoted yet: churn_scores skipped. Materialize models/churn_risk"
             " (churn_model_job) to train one; scores then follow every ELT run.")
         return
-    model = churn_models.load_for_scoring(promoted[0])
+    model = churn_models.load(promoted[0])
     sql = scoring_sql(model, f"({analytics.sql})", where="churn_flag = 0",
                       keep=SUMMARY_SEGMENTS)
     context.log.info(f"Scoring with the promoted model {model.version}.")
