@@ -54,7 +54,7 @@ _MEMBER_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest: the same model gives the
 
 
 class ModelIntegrityError(ValueError):
-    """A stored model that is not the one recorded (changed bytes) or holds untrusted types."""
+    """A stored model that is not the one recorded (changed bytes) or not in the stored form."""
 
 
 @dataclass(frozen=True)
