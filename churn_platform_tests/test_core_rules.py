@@ -1730,6 +1730,22 @@ def test_connect_gets_a_lock_released_before_its_timeout(tmp_path):
 
 
 
+def test_a_locked_file_is_tried_again_after_50_ms_then_twice_as_long_each_time_up_to_1_s():
+    pauses, pause = [], None
+    for _ in range(8):
+        pause = wh.next_pause(pause, now=0.0, deadline=60.0)
+        pauses.append(pause)
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert (wh.next_pause(0.4, 0.0, 60.0), wh.next_pause(0.5, 0.0, 60.0),
+            wh.next_pause(0.6, 0.0, 60.0)) == (0.8, 1.0, 1.0)  # below, at and beyond the cap
+
+
+def test_no_attempt_starts_at_or_after_the_deadline_and_the_last_pause_is_not_cut_short():
+    assert wh.next_pause(None, now=9.999, deadline=10.0) == 0.05
+    assert wh.next_pause(0.8, now=9.999, deadline=10.0) == 1.0  # may end up to 1 s past it
+    assert wh.next_pause(None, now=10.0, deadline=10.0) is None
+    assert wh.next_pause(1.0, now=10.001, deadline=10.0) is None
+
 def test_connect_read_only_refuses_writes_and_read_write_allows_them(tmp_path):
     path = tmp_path / "w.duckdb"
     wh.connect(str(path)).close()
