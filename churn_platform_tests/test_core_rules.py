@@ -1746,6 +1746,29 @@ def test_no_attempt_starts_at_or_after_the_deadline_and_the_last_pause_is_not_cu
     assert wh.next_pause(None, now=10.0, deadline=10.0) is None
     assert wh.next_pause(1.0, now=10.001, deadline=10.0) is None
 
+
+def test_connect_pauses_longer_each_time_a_held_lock_is_still_held(tmp_path, monkeypatch):
+    """The pauses connect asks for, recorded instead of slept (nothing here is timed); the holder
+    lets go at the sixth, so the seventh attempt gets the file."""
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = held(path)
+    pauses = []
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        if len(pauses) == 6:
+            holder.kill()
+            holder.wait()
+
+    monkeypatch.setattr(wh.time, "sleep", sleep)
+    try:
+        wh.connect(str(path), timeout_s=60).close()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0]
+
 def test_connect_read_only_refuses_writes_and_read_write_allows_them(tmp_path):
     path = tmp_path / "w.duckdb"
     wh.connect(str(path)).close()
