@@ -1414,20 +1414,21 @@ def refused_restore(backup: Path, target: Path) -> str:
 
 
 
+_LINK = os.link
+
+
 def linking(monkeypatch, target: Path, *, appears: bool = False, code: int | None = None):
     """os.link as on a file system without hard links (failing with `code`), or losing a race (the
     target `appears` just before the link), for the link to `target` only. Injected: no file
     system here lacks hard links, none can be mounted in a container without loop devices, and the
     race needs another process at exactly that moment."""
-    link = os.link
-
     def patched(source, destination, **kwargs):
         if Path(destination) == target:
             if appears:
                 target.write_bytes(b"another process's file")
             if code is not None:
                 raise OSError(code, os.strerror(code))
-        return link(source, destination, **kwargs)
+        return _LINK(source, destination, **kwargs)
 
     monkeypatch.setattr(os, "link", patched)
 
