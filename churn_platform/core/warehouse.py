@@ -64,7 +64,7 @@ def connect(database: str, config: dict[str, Any] | None = None, read_only: bool
     """
     timeout_s = settings.duckdb_lock_timeout_seconds() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
-    delay = 0.05
+    pause = None
     while True:
         try:
             with owner_only():
@@ -76,15 +76,28 @@ def connect(database: str, config: dict[str, Any] | None = None, read_only: bool
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
-            if time.monotonic() >= deadline:
+            pause = next_pause(pause, time.monotonic(), deadline)
+            if pause is None:
                 raise _locked(database, error, timeout_s) from error
         except duckdb.Error as error:
             raise InputError(
                 f"cannot open DuckDB file {database} with the settings {config}"
                 f" (CHURN_DUCKDB_*): {clean_duckdb_error(error)}"
             ) from None
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        time.sleep(pause)
+
+
+def next_pause(previous: float | None, now: float, deadline: float) -> float | None:
+    """How long `connect` waits before trying a locked file again, or None: give up.
+
+    No attempt starts once the deadline is reached (a wait of 0 tries once). The first pause is
+    50 ms, each next one twice the last, at most 1 s: a lock released at once costs little, a
+    held one is tried about once a second. A pause is not cut short at the deadline, so the last
+    attempt may start up to 1 s after it. Pure, so the pace is tested without timing it.
+    """
+    if now >= deadline:
+        return None
+    return 0.05 if previous is None else min(previous * 2, 1.0)
 
 
 def _locked(database: str, error: duckdb.Error, timeout_s: float) -> WarehouseLockedError:
