@@ -270,6 +270,7 @@ def test_stored_model_round_trips_with_its_version(tmp_path, model, frame):
     assert loaded.version == version and loaded.pipeline is None
     assert loaded.selection == model.selection and loaded.bands == model.bands
     assert loaded.evaluation == model.evaluation
+    assert loaded.category_frequencies == model.category_frequencies
     expected = model.pipeline.predict_proba(frame[list(model.selection.features)])[:, 1]
     served = onnx_probabilities(cm.load_onnx(path, version), model, frame)
     assert np.abs(served - expected).max() < 1e-12
@@ -478,10 +479,11 @@ def test_a_file_of_another_format_layout_or_not_a_zip_is_refused_naming_it(tmp_p
     fewer = stored(tmp_path, {cm.CARD_MEMBER: cm._card(model).encode()})
     for path, found in ((extra, [cm.CARD_MEMBER, "extra.bin", cm.ONNX_MEMBER]),
                         (fewer, [cm.CARD_MEMBER])):
-        with pytest.raises(cm.ModelIntegrityError) as raised:
-            cm.load_linear_model(path)
-        assert str(raised.value) == (
-            f"model file {path} holds {found}, not exactly {sorted(cm.MEMBERS)}")
+        for load in (cm.load_onnx, cm.load_linear_model):
+            with pytest.raises(cm.ModelIntegrityError) as raised:
+                load(path)
+            assert str(raised.value) == (
+                f"model file {path} holds {found}, not exactly {sorted(cm.MEMBERS)}")
     not_zip = tmp_path / cm.file_name(cm.model_version(b"not a zip file"))
     not_zip.write_bytes(b"not a zip file")
     with pytest.raises(cm.ModelIntegrityError) as raised:
@@ -519,8 +521,8 @@ def test_a_pickle_in_place_of_the_graph_is_refused_and_never_run(tmp_path, model
     assert cm.load_linear_model(path).selection == model.selection  # scoring never reads it
     with pytest.raises(cm.ModelIntegrityError) as raised:
         cm.load_onnx(path)
-    assert str(raised.value).startswith(
-        f"model file {path}: {cm.ONNX_MEMBER} is not a valid ONNX model (")
+    assert str(raised.value) == (
+        f"model file {path}: {cm.ONNX_MEMBER} is not a valid ONNX model (DecodeError)")
     assert not marker.exists()
 
 

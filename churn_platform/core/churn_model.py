@@ -50,7 +50,6 @@ ONNX_MEMBER = "model.onnx"
 CARD_MEMBER = "churn_platform_card.json"
 MEMBERS = sorted((ONNX_MEMBER, CARD_MEMBER))
 SUFFIX = ".zip"
-_MEMBER_DATE = (1980, 1, 1, 0, 0, 0)  # zip's earliest: the same model gives the same bytes
 
 
 class ModelIntegrityError(ValueError):
@@ -367,7 +366,7 @@ def _onnx_graph(model: ChurnModel) -> bytes:
 
     inputs = ([(name, DoubleTensorType([None, 1])) for name in model.selection.numeric]
               + [(name, StringTensorType([None, 1])) for name in model.selection.categorical])
-    classifier = model.pipeline.steps[-1][1]
+    classifier = model.pipeline.named_steps["clf"]
     graph = to_onnx(model.pipeline, initial_types=inputs,
                     options={id(classifier): {"zipmap": False}})
     return graph.SerializeToString()
@@ -375,14 +374,14 @@ def _onnx_graph(model: ChurnModel) -> bytes:
 
 def dump_model(model: ChurnModel) -> bytes:
     """The file's bytes: a zip of the ONNX graph (ONNX_MEMBER) and the card (CARD_MEMBER),
-    whose linear form is what scoring reads. Members carry a fixed date, so the same model
-    gives the same bytes and version. Only feature columns were fitted: no customer id is in it.
+    whose linear form is what scoring reads. Members carry ZipInfo's fixed date (1980-01-01),
+    not the time of writing, so the same model gives the same bytes and version. Only feature columns were fitted: no customer id is in it.
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in ((ONNX_MEMBER, _onnx_graph(model)),
                               (CARD_MEMBER, _card(model).encode())):
-            archive.writestr(zipfile.ZipInfo(name, _MEMBER_DATE), content)
+            archive.writestr(zipfile.ZipInfo(name), content)
     return buffer.getvalue()
 
 
