@@ -12,6 +12,7 @@ from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 
 from churn_platform.core.churn_model_sql import stratified_sample_sql
 from churn_platform.core.warehouse import quote_ident
+from churn_platform.defs.failures import require_input
 
 
 class SampledPandasTypeHandler(DuckDBPandasTypeHandler):
@@ -29,6 +30,7 @@ class SampledPandasTypeHandler(DuckDBPandasTypeHandler):
         if rows is None:
             return super().load_input(context, table_slice, connection)
         relation = f"{quote_ident(table_slice.schema)}.{quote_ident(table_slice.table)}"
+        require_input(context, connection, relation, f"{table_slice.schema}.{table_slice.table}")
         if not table_slice.columns:
             raise dg.Failure(f"a sample of {relation} needs the input's `columns` metadata",
                              allow_retries=False)

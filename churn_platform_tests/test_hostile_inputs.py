@@ -20,8 +20,11 @@ from churn_platform.core.mapping import (
     read_mapping,
 )
 from churn_platform.core.source import HEADER_MAX_BYTES, SourceFileError, read_header
+from churn_platform.defs.elt.assets import ANALYTICS
 from churn_platform.defs.elt.jobs import churn_elt_job
+from churn_platform.defs.model.jobs import churn_model_job
 from churn_platform.defs.resources import build_resources
+from churn_platform.defs.warehouse_io import PUBLISHED
 from churn_platform.defs.runs import RETRY_POLICY
 from churn_platform_tests.conftest import HEADER, query, write_csv
 from churn_platform_tests.location import defs as location_defs
@@ -191,19 +194,22 @@ def test_a_fifo_as_the_csv_is_refused(tmp_path):
 
 # Real runs of the job with its retry policy: each input problem is one attempt, named.
 
-def run_job_with_retries(database: Path, csv: Path | str, mapping: Path | str | None = None):
-    """churn_elt_job as deployed (its retries), without the 5-minute delay between attempts."""
+def run_job_with_retries(database: Path, csv: Path | str, mapping: Path | str | None = None,
+                         selection=churn_elt_job.selection):
+    """churn_elt_job (or another `selection`) as deployed, with its retries, without the 5-minute
+    delay between attempts."""
     job = dg.define_asset_job(
-        "churn_elt_job", selection=churn_elt_job.selection,
+        "job", selection=selection,
         op_retry_policy=dg.RetryPolicy(max_retries=RETRY_POLICY.max_retries),
     )
     defs = dg.Definitions(
         assets=location_defs.assets, asset_checks=location_defs.asset_checks, jobs=[job],
         executor=location_defs.executor,
-        resources=build_resources(str(database), str(csv), mapping and str(mapping)),
+        resources=build_resources(str(database), str(csv), mapping and str(mapping),
+                                  str(database.parent / "models")),
     )
     with dg.instance_for_test() as instance:
-        return defs.resolve_job_def("churn_elt_job").execute_in_process(
+        return defs.resolve_job_def("job").execute_in_process(
             instance=instance, raise_on_error=False)
 
 
@@ -276,3 +282,20 @@ def test_out_of_memory_names_the_setting_that_limits_it(tmp_path, monkeypatch):
     assert "DuckDB's memory limit is CHURN_DUCKDB_MEMORY_LIMIT, now 16MB: raise it" in message
     monkeypatch.setenv("CHURN_DUCKDB_MEMORY_LIMIT", "1GB")  # as the message says: it loads
     assert run_job_with_retries(tmp_path / "w.duckdb", csv).success
+
+
+@pytest.mark.parametrize("selection, missing, asset", [
+    (churn_model_job.selection, "analytics.customer_churn", "analytics/customer_churn"),
+    ([ANALYTICS, PUBLISHED], "staging.customer_churn", "staging/customer_churn"),
+], ids=["model training", "analytics without staging"])
+def test_an_input_never_written_fails_once_saying_what_to_materialize(
+    tmp_path, sample_csv, selection, missing, asset
+):
+    """The model trained, or analytics refreshed without staging, on a new warehouse: one attempt naming
+    the missing table (not three, five minutes apart); once the ELT has run, the same job runs."""
+    database = tmp_path / "w.duckdb"
+    message = one_attempt_failure(run_job_with_retries(database, sample_csv, selection=selection))
+    assert message.endswith(f"{missing} does not exist yet in this warehouse: materialize {asset}"
+                            " (and what it is built from) first"), message
+    assert run_job_with_retries(database, sample_csv).success
+    assert run_job_with_retries(database, sample_csv, selection=selection).success

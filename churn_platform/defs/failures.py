@@ -54,3 +54,16 @@ def reported_as_failure() -> Iterator[None]:
             yield
     except PlatformError as error:
         raise dg.Failure(description=error.description, allow_retries=error.retryable) from None
+
+
+def require_input(context: dg.InputContext, connection: duckdb.DuckDBPyConnection,
+                  relation: str, name: str) -> None:
+    """An input whose table was never written (the model trained, or one table refreshed, on a new
+    warehouse) fails at once, saying what to run: no retry five minutes on can make it appear."""
+    try:
+        connection.execute(f"SELECT * FROM {relation} LIMIT 0")
+    except duckdb.CatalogException:
+        raise dg.Failure(
+            description=f"{name} does not exist yet in this warehouse: materialize"
+                        f" {context.asset_key.to_user_string()} (and what it is built from)"
+                        " first", allow_retries=False) from None

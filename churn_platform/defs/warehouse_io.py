@@ -32,7 +32,11 @@ from churn_platform.core.warehouse import (
     quote_ident,
     write_table,
 )
-from churn_platform.defs.failures import interrupts_end_the_run, reported_as_failure
+from churn_platform.defs.failures import (
+    interrupts_end_the_run,
+    reported_as_failure,
+    require_input,
+)
 
 # The step that publishes a run's candidates (defs/elt/assets.py): a run without it publishes none.
 PUBLISHED = dg.AssetKey(["analytics", "published"])
@@ -114,6 +118,7 @@ class SqlTableTypeHandler(DbTypeHandler[SqlTable]):
         # This run's candidate when it wrote one, else the published table.
         table = f"{table_slice.schema}.{table_slice.table}"
         read = publish.reading(connection, table, _publishing_run(context))
+        require_input(context, connection, read, table)
         return SqlTable(f"SELECT * FROM {read}")
 
 
