@@ -93,6 +93,21 @@ def test_generated_signal_is_promoted_well_above_chance(model, frame):
     assert model.selection.left_out == {}
 
 
+def test_retraining_the_same_small_table_promotes_the_same_model_again(frame):
+    """On a few hundred rows a model's in-sample ROC AUC exceeds its cross-validated one by more
+    than the gate's 0.02: set against the promoted model's in-sample score, the very model
+    promoted before was refused. Scored the same way on the same rows, it ties."""
+    small = frame.head(500)
+    model = cm.train(small)
+    promoted_on_data = cm.roc_auc_on(model, small)
+    assert promoted_on_data - model.evaluation.roc_auc > cm.MAX_ROC_AUC_DROP  # the trap
+    assert not cm.gate(model.evaluation.roc_auc, promoted_on_data).promoted
+    again = cm.train(small)
+    decision = cm.gate(again.evaluation.roc_auc, promoted_on_data, cm.roc_auc_on(again, small))
+    assert decision.promoted, decision.reason
+    assert f"its ROC AUC {promoted_on_data:.4f} is not more than 0.02 below" in decision.reason
+
+
 def test_shuffled_labels_are_refused(model, frame):
     shuffled = frame.copy()
     shuffled[cm.LABEL] = np.random.default_rng(3).permutation(shuffled[cm.LABEL].to_numpy())
@@ -615,11 +630,20 @@ def test_a_fresh_models_categories_average_zero_and_unseen_ones_score_as_scikit_
 
 def test_the_gate_against_a_promoted_model_says_why_in_full_without_warnings():
     assert cm.gate(0.79, 0.80) == cm.GateDecision(
-        True, "promoted: ROC AUC 0.7900 reaches the minimum 0.70 and is not more than 0.02"
-              " below the promoted model's 0.8000 on the same data", [])
+        True, "promoted: cross-validated ROC AUC 0.7900 reaches the minimum 0.70, and on the same"
+              " data its ROC AUC 0.7900 is not more than 0.02 below the promoted model's 0.8000",
+        [])
     assert cm.gate(0.75, 0.80) == cm.GateDecision(
-        False, "refused: ROC AUC 0.7500 is 0.0500 below the promoted model's 0.8000 on the same"
-               " data (at most 0.02 allowed)", [])
+        False, "refused: on the same data its ROC AUC 0.7500 is 0.0500 below the promoted"
+               " model's 0.8000 (at most 0.02 allowed)", [])
+    # Measured on the same data, the new model is compared as measured there, not as
+    # cross-validated: 0.75 cross-validated, 0.79 on the data, against the promoted 0.80.
+    assert cm.gate(0.75, 0.80, 0.79) == cm.GateDecision(
+        True, "promoted: cross-validated ROC AUC 0.7500 reaches the minimum 0.70, and on the same"
+              " data its ROC AUC 0.7900 is not more than 0.02 below the promoted model's 0.8000",
+        [])
+    assert cm.gate(0.79, 0.80, 0.75).promoted is False
+    assert cm.gate(0.69, 0.70, 0.70).promoted is False  # the minimum is cross-validated
 
 
 def test_bands_count_rows_at_or_above_each_cut_and_nan_without_any():

@@ -254,11 +254,12 @@ def train(frame: pd.DataFrame, absent=(), seed: int = SEED) -> ChurnModel:
 
 
 def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
-    """A stored model's ROC AUC on `frame`: the promoted model's score for the gate, from its
-    linear form, as scoring uses it (the logit ranks rows as the probability does).
+    """A model's ROC AUC on `frame` from its linear form, as scoring uses it (the logit ranks
+    rows as the probability does): the promoted model's and the new one's, for the gate.
 
-    Rows the promoted model was trained on flatter it a little; with a dozen coefficients fit
-    on 50k+ rows that optimism is far below the gate's 0.02 margin.
+    On unchanged data both scored models were fit on these rows; on changed data the promoted
+    model meets rows it never saw, which favours the new one by at most that in-sample
+    optimism: about 0.03 at 1,000 rows (above the gate's 0.02), far below it at 50k.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -269,9 +270,14 @@ def roc_auc_on(model: ChurnModel, frame: pd.DataFrame) -> float:
     return float(roc_auc_score(_labels(frame), logits))
 
 
-def gate(roc_auc: float, promoted_roc_auc: float | None = None) -> GateDecision:
-    """Promote only at ROC AUC >= 0.70 and at most 0.02 below the promoted model's ROC AUC
-    measured on the same data (the caller's `promoted_roc_auc`; None when none is promoted).
+def gate(roc_auc: float, promoted_roc_auc: float | None = None,
+         same_data_roc_auc: float | None = None) -> GateDecision:
+    """Promote only at cross-validated ROC AUC (`roc_auc`) >= 0.70 and, on this training's data,
+    at most 0.02 below the promoted model's ROC AUC there (`promoted_roc_auc`; None when none is
+    promoted). The new model is compared as the promoted one is measured: its final fit scored
+    on the same rows (`same_data_roc_auc`; `roc_auc` when not given). Comparing its
+    cross-validated score with the promoted model's in-sample one refused a retrained identical
+    model on small data (1,000 rows: 0.7271 against 0.7535).
 
     Labels without signal (shuffled) score about 0.5 and fall below the 0.70 bar. ROC AUC
     >= 0.99 is promoted with a warning: on real churn data it means a leak or a rule.
@@ -291,16 +297,16 @@ def gate(roc_auc: float, promoted_roc_auc: float | None = None) -> GateDecision:
         return GateDecision(True, (
             f"promoted: cross-validated ROC AUC {roc_auc:.4f} reaches the minimum "
             f"{MIN_ROC_AUC:.2f} and no model was promoted before"), warnings)
-    drop = promoted_roc_auc - roc_auc
+    new = roc_auc if same_data_roc_auc is None else same_data_roc_auc
+    drop = promoted_roc_auc - new
     if drop > MAX_ROC_AUC_DROP + _TOLERANCE:
         return GateDecision(False, (
-            f"refused: ROC AUC {roc_auc:.4f} is {drop:.4f} below the promoted model's "
-            f"{promoted_roc_auc:.4f} on the same data (at most {MAX_ROC_AUC_DROP} allowed)"),
-            warnings)
+            f"refused: on the same data its ROC AUC {new:.4f} is {drop:.4f} below the promoted"
+            f" model's {promoted_roc_auc:.4f} (at most {MAX_ROC_AUC_DROP} allowed)"), warnings)
     return GateDecision(True, (
-        f"promoted: ROC AUC {roc_auc:.4f} reaches the minimum {MIN_ROC_AUC:.2f} and is not more "
-        f"than {MAX_ROC_AUC_DROP} below the promoted model's {promoted_roc_auc:.4f} "
-        "on the same data"), warnings)
+        f"promoted: cross-validated ROC AUC {roc_auc:.4f} reaches the minimum {MIN_ROC_AUC:.2f},"
+        f" and on the same data its ROC AUC {new:.4f} is not more than {MAX_ROC_AUC_DROP} below"
+        f" the promoted model's {promoted_roc_auc:.4f}"), warnings)
 
 
 def _linear_form(model: ChurnModel) -> LinearForm:

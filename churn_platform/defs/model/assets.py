@@ -111,7 +111,8 @@ def churn_risk_model(
     with warehouse.get_connection() as conn:
         promoted = promoted_model(conn)
     compared_version, compared_roc_auc = _compare(context, churn_models, promoted, analytics)
-    decision = cm.gate(model.evaluation.roc_auc, compared_roc_auc)
+    same_data = None if compared_roc_auc is None else cm.roc_auc_on(model, analytics)
+    decision = cm.gate(model.evaluation.roc_auc, compared_roc_auc, same_data)
     path, version = churn_models.save(model)
     for warning in decision.warnings:
         context.log.warning(warning)
