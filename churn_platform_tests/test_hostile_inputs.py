@@ -291,8 +291,9 @@ def test_out_of_memory_names_the_setting_that_limits_it(tmp_path, monkeypatch):
 def test_an_input_never_written_fails_once_saying_what_to_materialize(
     tmp_path, sample_csv, selection, missing, asset
 ):
-    """The model trained, or analytics refreshed without staging, on a new warehouse: one attempt naming
-    the missing table (not three, five minutes apart); once the ELT has run, the same job runs."""
+    """The model trained, or analytics refreshed without staging, on a new warehouse: one
+    attempt naming the missing table (not three, five minutes apart); once the ELT has run, the
+    same job runs."""
     database = tmp_path / "w.duckdb"
     message = one_attempt_failure(run_job_with_retries(database, sample_csv, selection=selection))
     assert message.endswith(f"{missing} does not exist yet in this warehouse: materialize {asset}"

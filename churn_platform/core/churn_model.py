@@ -381,8 +381,8 @@ def _onnx_graph(model: ChurnModel) -> bytes:
 def dump_model(model: ChurnModel) -> bytes:
     """The file's bytes: a zip of the ONNX graph (ONNX_MEMBER) and the card (CARD_MEMBER),
     whose linear form is what scoring reads. Members carry ZipInfo's fixed date (1980-01-01),
-    not the time of writing, so the same model gives the same bytes and version. Only feature columns were fitted: no customer id is in it.
-    """
+    not the time of writing, so the same model gives the same bytes and version. Only feature
+    columns were fitted: no customer id is in it."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in ((ONNX_MEMBER, _onnx_graph(model)),
